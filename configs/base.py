@@ -1,0 +1,51 @@
+"""Shared defaults for every task config. Task files import this and override.
+
+Every field has a typed default so any field can be overridden from the command
+line (``--config.k=30``); run-time-only values use ``placeholder``.
+"""
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    # --- task and data -------------------------------------------------------------------
+    c.task = "synthetic"  # one of nlproar_jax.data.registry.TASKS
+    c.data_dir = "../shared/data"  # where loaders read the official files
+    c.dataset = ml_collections.ConfigDict()  # extra keyword arguments for the task's loader
+    c.min_df = 1  # vocabulary: tokens in at least this many training documents
+    # --- model ---------------------------------------------------------------------------
+    c.embedding = "random"  # "random" | "glove-6b-50d" | path to a .txt/.vec/.npy/.npz vectors file
+    c.embedding_dim = 300  # used when the embedding is random; vectors files fix their own size
+    c.embedding_oov = "zero"  # specials and unknown words: "zero" (SST/SNLI/IMDB) or "normal" (bAbI, MIMIC)
+    c.hidden_size = 128  # LSTM units per direction
+    # --- training (the original: Adam + AMSGrad, lr 1e-3, coupled L2 1e-5) ------------------
+    c.seed = 0
+    c.batch_size = 32
+    c.max_epochs = 8
+    c.learning_rate = 1e-3
+    c.weight_decay = 1e-5
+    c.pool_batches = 50  # sort by length inside pools of this many batches; 0 = plain shuffle
+    c.num_seeds = 1  # >1: train seeds seed..seed+num_seeds-1 together in one vmapped program
+    # --- ROAR ----------------------------------------------------------------------------
+    c.k = 0  # 0 = the unmasked base model
+    c.roar_strategy = "quantile"  # "count" (k tokens) | "quantile" (k% of eligible tokens)
+    c.importance_measure = "random"  # random | mutual_information | attention | gradient |
+    #                                   input_times_gradient | integrated_gradient
+    c.recursive = False
+    c.recursive_step_size = ml_collections.config_dict.placeholder(int)  # default: 1 count, 10 quantile
+    c.ig_steps = 50
+    c.ig_variant = "alpha_weighted"  # the original's form; "textbook" satisfies completeness
+    c.ig_chunk_size = 0  # interpolation points per vmapped chunk; 0 = choose from memory
+    # --- the grid a sweep or launcher runs (the original's, ORIGINAL.md section 7) ---------------
+    c.grid = ml_collections.ConfigDict()
+    c.grid.seeds = (0, 1, 2, 3, 4)
+    c.grid.measures = ("random", "attention", "gradient", "integrated_gradient", "input_times_gradient")
+    c.grid.quantile_k = (10, 20, 30, 40, 50, 60, 70, 80, 90)  # classic for every measure, recursive too
+    c.grid.random_quantile_k = (100,)  # extra classic k for random: the summary metric's maximum
+    c.grid.count_k = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)  # classic for random; recursive for the others
+    c.grid.classic = True
+    c.grid.recursive = True
+    # --- where things go -------------------------------------------------------------------
+    c.persistent_dir = "./runs"
+    c.config_file = ""  # filled in by the command line: the config path, for printed commands
+    return c

@@ -1,0 +1,125 @@
+"""The original's BiLSTM + additive-attention classifiers, in ``flax.nnx``.
+
+Two models share one interface, the seam attribution needs:
+
+* :meth:`embed` ``tokens -> e``: the differentiation point of the gradient measures;
+* :meth:`query` ``aux_tokens -> q`` (None for single-sequence models);
+* :meth:`logits_from_projected` ``(P, tokens, q) -> (logits, attention)`` where
+  ``P = encoder.project(e)`` is the LSTM input projection (linear in ``e``);
+* :meth:`logits_from_embeddings` ``(e, tokens, aux) -> (logits, attention)``.
+
+[PAD], [CLS] and [EOS] are never attended (``id >= [MASK]`` only), and padding is
+never processed by the LSTM. No dropout (the original has none).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from nlproar_jax.models.bilstm import BiLSTM
+from nlproar_jax.models.layers import attention_mask, lstm_mask, masked_softmax, torch_linear
+
+
+def _embedding_param(vocab_size: int, dim: int, init: Optional[np.ndarray], rngs: nnx.Rngs) -> nnx.Param:
+    if init is None:
+        table = jax.random.normal(rngs.params(), (vocab_size, dim), jnp.float32)
+    else:
+        table = jnp.asarray(init, jnp.float32)
+        if table.shape != (vocab_size, dim):
+            raise ValueError(f"embedding matrix has shape {table.shape}, expected {(vocab_size, dim)}")
+    return nnx.Param(table)
+
+
+class _Base(nnx.Module):
+    paired: bool = False
+    # Top-level parameter groups that get no L2 weight decay (the original: attention, single only).
+    no_weight_decay: tuple[str, ...] = ()
+
+    def embed(self, tokens: jax.Array) -> jax.Array:
+        """``<int32>[batch, seq_len]`` -> ``<f32>[batch, seq_len, embedding_dim]``."""
+        return jnp.take(self.embedding[...], tokens, axis=0)
+
+    def logits_from_embeddings(self, emb, tokens, aux_tokens=None):
+        """``<f32>[B, T, D]``, ``<int32>[B, T]``, aux ``<int32>[B, Ta]`` -> ``(<f32>[B, C], <f32>[B, T])``."""
+        return self.logits_from_projected(self.encoder.project(emb), tokens, self.query(aux_tokens))
+
+    def __call__(self, tokens, aux_tokens=None):
+        return self.logits_from_embeddings(self.embed(tokens), tokens, aux_tokens)
+
+
+class SingleSequenceModel(_Base):
+    """Embedding -> BiLSTM -> additive tanh attention -> linear decoder (SST, IMDB, MIMIC)."""
+
+    paired = False
+    no_weight_decay = ("attention",)
+
+    def __init__(self, vocab_size: int, num_classes: int, *, embedding_dim: int = 300, hidden_size: int = 128,
+                 embedding: Optional[np.ndarray] = None, rngs: nnx.Rngs, unroll: int = 1):
+        h = hidden_size
+        self.embedding = _embedding_param(vocab_size, embedding_dim, embedding, rngs)
+        self.encoder = BiLSTM(embedding_dim, h, rngs=rngs, unroll=unroll)
+        self.attention = nnx.Dict(hidden=torch_linear(2 * h, h, rngs=rngs),
+                                  score=torch_linear(h, 1, rngs=rngs, use_bias=False))
+        self.decoder = torch_linear(2 * h, num_classes, rngs=rngs)
+
+    def query(self, aux_tokens=None):
+        if aux_tokens is not None:
+            raise ValueError("a single-sequence model takes no auxiliary sequence")
+        return None
+
+    def logits_from_projected(self, proj, tokens, query=None):
+        """``P <f32>[B, T, 8H]``, ``<int32>[B, T]`` -> ``(logits <f32>[B, C], attention <f32>[B, T])``."""
+        hs, _ = self.encoder.recur(proj, lstm_mask(tokens))
+        scores = self.attention["score"](jnp.tanh(self.attention["hidden"](hs)))[..., 0]
+        alpha = masked_softmax(scores, attention_mask(tokens))
+        context = jnp.einsum("bt,btd->bd", alpha, hs)
+        return self.decoder(context), alpha
+
+
+class PairedSequenceModel(_Base):
+    """Two encoders; the auxiliary sequence's final state queries attention over the main one (SNLI, bAbI)."""
+
+    paired = True
+    no_weight_decay = ()
+
+    def __init__(self, vocab_size: int, num_classes: int, *, embedding_dim: int = 300, hidden_size: int = 128,
+                 embedding: Optional[np.ndarray] = None, rngs: nnx.Rngs, unroll: int = 1):
+        h = hidden_size
+        self.embedding = _embedding_param(vocab_size, embedding_dim, embedding, rngs)
+        # Own table, initialised from the same matrix as the main one (the original).
+        self.aux_embedding = nnx.Param(jnp.array(self.embedding[...]))
+        self.encoder = BiLSTM(embedding_dim, h, rngs=rngs, unroll=unroll)
+        self.aux_encoder = BiLSTM(embedding_dim, h, rngs=rngs, unroll=unroll)
+        self.attention = nnx.Dict(main=torch_linear(2 * h, h, rngs=rngs), aux=torch_linear(2 * h, h, rngs=rngs),
+                                  score=torch_linear(h, 1, rngs=rngs, use_bias=False))
+        self.decoder = nnx.Dict(main=torch_linear(2 * h, h, rngs=rngs), aux=torch_linear(2 * h, h, rngs=rngs),
+                                output=torch_linear(h, num_classes, rngs=rngs))
+
+    def query(self, aux_tokens):
+        """``<int32>[B, Ta]`` -> ``<f32>[B, 2H]``: final forward ⊕ backward states of the auxiliary encoder."""
+        if aux_tokens is None:
+            raise ValueError("a paired-sequence model needs the auxiliary sequence (aux_tokens)")
+        emb = jnp.take(self.aux_embedding[...], aux_tokens, axis=0)
+        _, final = self.aux_encoder(emb, lstm_mask(aux_tokens))
+        return final
+
+    def logits_from_projected(self, proj, tokens, query):
+        hs, _ = self.encoder.recur(proj, lstm_mask(tokens))
+        a = self.attention
+        scores = a["score"](jnp.tanh(a["main"](hs) + a["aux"](query)[:, None, :]))[..., 0]
+        alpha = masked_softmax(scores, attention_mask(tokens))
+        context = jnp.einsum("bt,btd->bd", alpha, hs)
+        d = self.decoder
+        return d["output"](jnp.tanh(d["main"](context) + d["aux"](query))), alpha
+
+
+def build_model(*, paired: bool, vocab_size: int, num_classes: int, embedding_dim: int, hidden_size: int,
+                seed: int, embedding: Optional[np.ndarray] = None, unroll: int = 1) -> _Base:
+    """The task's model with parameters drawn from ``seed`` (deterministic)."""
+    cls = PairedSequenceModel if paired else SingleSequenceModel
+    return cls(vocab_size, num_classes, embedding_dim=embedding_dim, hidden_size=hidden_size,
+               embedding=embedding, rngs=nnx.Rngs(params=seed), unroll=unroll)

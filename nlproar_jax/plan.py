@@ -1,0 +1,86 @@
+"""A ROAR grid as a plan: every run, its config overrides, and the runs it needs first.
+
+The original's grid (``batch_jobs/*.sh``, ORIGINAL.md section 7): per seed a
+k=0 base model; classic ROAR with quantile k for every measure (plus k=100 for
+random) and count k for random only, each after the base; recursive ROAR with
+quantile and count k for every measure but random (whose classic curve is the
+baseline), each step after the previous one. Both the local sweep and the
+Slurm launcher run this plan.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from nlproar_jax.experiment import DEFAULT_STEP, Experiment
+from nlproar_jax.importance import canonical_measure
+
+
+@dataclasses.dataclass(frozen=True)
+class PlannedRun:
+    experiment: Experiment
+    overrides: tuple[tuple[str, object], ...]  # config fields to set, in command-line order
+    after: tuple[str, ...]  # experiment ids that must finish first
+
+    @property
+    def id(self) -> str:
+        return self.experiment.id
+
+    def apply(self, config):
+        """A copy of ``config`` with this run's overrides."""
+        config = config.copy_and_resolve_references()
+        with config.unlocked():
+            for key, value in self.overrides:
+                config[key] = value
+        return config
+
+    def command_args(self) -> list[str]:
+        return [f"--config.{k}={v}" for k, v in self.overrides]
+
+
+def _run(config, seed, k=0, measure="random", strategy="quantile", recursive=False) -> PlannedRun:
+    overrides = [("seed", seed), ("k", k)]
+    if k > 0:
+        overrides += [("importance_measure", measure), ("roar_strategy", strategy), ("recursive", recursive)]
+        if recursive:
+            overrides.append(("recursive_step_size", DEFAULT_STEP[strategy]))
+    cfg = config.copy_and_resolve_references()
+    with cfg.unlocked():
+        for key, value in overrides:
+            cfg[key] = value
+    exp = Experiment.from_config(cfg)
+    ref = exp.reference()
+    return PlannedRun(exp, tuple(overrides), (ref.id,) if ref is not None else ())
+
+
+def plan_grid(config) -> list[PlannedRun]:
+    """Every run of ``config.grid``, each after the runs it needs (a topological order)."""
+    g = config.grid
+    measures = [canonical_measure(m) for m in g.measures]
+    runs: list[PlannedRun] = []
+    for seed in g.seeds:
+        runs.append(_run(config, seed))
+        if g.classic:
+            for measure in measures:
+                ks = list(g.quantile_k) + (list(g.random_quantile_k) if measure == "random" else [])
+                runs += [_run(config, seed, k, measure, "quantile") for k in ks]
+                if measure == "random":
+                    runs += [_run(config, seed, k, measure, "count") for k in g.count_k]
+        if g.recursive:
+            for measure in measures:
+                if measure == "random":
+                    continue
+                for strategy, ks in (("quantile", g.quantile_k), ("count", g.count_k)):
+                    step = DEFAULT_STEP[strategy]
+                    chain = [k for k in sorted(ks)]
+                    missing = [k for k in range(step, max(chain, default=0) + 1, step) if k not in chain]
+                    if missing:
+                        raise ValueError(f"recursive {strategy} ROAR steps by {step}: the grid's k {chain} "
+                                         f"lacks {missing}, which later steps need")
+                    runs += [_run(config, seed, k, measure, strategy, recursive=True) for k in chain]
+    seen: set[str] = set()
+    unique = []
+    for run in runs:
+        if run.id not in seen:
+            seen.add(run.id)
+            unique.append(run)
+    return unique

@@ -1,0 +1,61 @@
+"""Shared test fixtures: tiny models and batches, and the real-data directory."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def make_batch(rows, labels, aux_rows=None, pad_to=None, aux_pad_to=None):
+    """A Batch from explicit token-id rows (lists), right-padded with 0."""
+    from nlproar_jax.data.batching import Batch
+
+    def pad(rs, n):
+        n = n or max(len(r) for r in rs)
+        out = np.zeros((len(rs), n), np.int32)
+        for i, r in enumerate(rs):
+            out[i, : len(r)] = r
+        return out
+
+    aux = pad(aux_rows, aux_pad_to) if aux_rows is not None else None
+    n = len(rows)
+    return Batch(pad(rows, pad_to), np.asarray(labels, np.int32), np.arange(n, dtype=np.int32),
+                 np.ones(n, np.float32), aux)
+
+
+@pytest.fixture(scope="session")
+def tiny_single():
+    from nlproar_jax.models import build_model
+
+    return build_model(paired=False, vocab_size=30, num_classes=3, embedding_dim=6, hidden_size=5, seed=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_paired():
+    from nlproar_jax.models import build_model
+
+    return build_model(paired=True, vocab_size=30, num_classes=3, embedding_dim=6, hidden_size=5, seed=2)
+
+
+@pytest.fixture
+def single_batch():
+    return make_batch([[1, 5, 6, 7, 8, 2], [1, 9, 3, 2], [1, 10, 4, 11, 2]], [0, 2, 1])
+
+
+@pytest.fixture
+def paired_batch():
+    return make_batch([[1, 5, 6, 7, 8, 2], [1, 9, 3, 2], [1, 10, 4, 11, 2]], [0, 2, 1],
+                      aux_rows=[[1, 12, 13, 2], [1, 14, 2], [1, 15, 16, 17, 2]])
+
+
+@pytest.fixture(scope="session")
+def shared_data_dir() -> Path:
+    """The real datasets (``../shared/data`` or ``$NLPROAR_DATA_DIR``); skips when absent."""
+    path = Path(os.environ.get("NLPROAR_DATA_DIR", REPO_ROOT.parent / "shared" / "data")).resolve()
+    if not path.is_dir():
+        pytest.skip(f"real datasets not found at {path} (set NLPROAR_DATA_DIR to run these tests)")
+    return path

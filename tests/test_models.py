@@ -1,0 +1,107 @@
+"""Models: the BiLSTM matches a per-example loop, padding is never processed, attention skips specials."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import make_batch
+from nlproar_jax.models import build_model
+from nlproar_jax.models.layers import attention_mask
+
+
+def reference_bilstm(lstm, emb_row):
+    """Plain per-example loop: forward over the row, backward over the reversed row, zero initial state."""
+    h = lstm.hidden_size
+    w_ih, w_hh, b = np.asarray(lstm.w_ih[...]), np.asarray(lstm.w_hh[...]), np.asarray(lstm.bias[...])
+
+    def run(xs, d):
+        hs, hh, cc = [], np.zeros(h), np.zeros(h)
+        for x in xs:
+            g = x @ w_ih[:, 4 * h * d: 4 * h * (d + 1)] + b[4 * h * d: 4 * h * (d + 1)] + hh @ w_hh[d]
+            i, f, gg, o = np.split(g, 4)
+            sig = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
+            cc = sig(f) * cc + sig(i) * np.tanh(gg)
+            hh = sig(o) * np.tanh(cc)
+            hs.append(hh)
+        return np.array(hs), hh
+
+    fwd, hf = run(emb_row, 0)
+    bwd, hb = run(emb_row[::-1], 1)
+    return np.concatenate([fwd, bwd[::-1]], axis=1), np.concatenate([hf, hb])
+
+
+def test_bilstm_matches_per_example_loop_and_ignores_padding(tiny_single):
+    lstm = tiny_single.encoder
+    rows = [[1, 5, 6, 7, 8, 2], [1, 9, 2]]
+    batch = make_batch(rows, [0, 1], pad_to=9)
+    emb = tiny_single.embed(batch.tokens)
+    out, final = lstm(emb, batch.tokens != 0)
+    for i, r in enumerate(rows):
+        ref_out, ref_final = reference_bilstm(lstm, np.asarray(emb[i, : len(r)], np.float64))
+        np.testing.assert_allclose(out[i, : len(r)], ref_out, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(final[i], ref_final, rtol=1e-5, atol=1e-6)
+        assert np.all(np.asarray(out[i, len(r):]) == 0)
+
+
+@pytest.mark.parametrize("paired", [False, True])
+def test_padding_and_batching_never_change_outputs(paired, tiny_single, tiny_paired, single_batch, paired_batch):
+    model, batch = (tiny_paired, paired_batch) if paired else (tiny_single, single_batch)
+    logits, alpha = model(batch.tokens, batch.aux_tokens)
+    padded = batch._replace(tokens=np.pad(batch.tokens, ((0, 0), (0, 7))),
+                            aux_tokens=None if batch.aux_tokens is None else np.pad(batch.aux_tokens, ((0, 0), (0, 3))))
+    logits_p, alpha_p = model(padded.tokens, padded.aux_tokens)
+    np.testing.assert_allclose(logits, logits_p, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(alpha, alpha_p[:, : alpha.shape[1]], rtol=1e-6, atol=1e-7)
+    assert np.all(np.asarray(alpha_p[:, alpha.shape[1]:]) == 0)
+    for i in range(len(batch.labels)):
+        aux = None if batch.aux_tokens is None else batch.aux_tokens[i : i + 1]
+        li, ai = model(batch.tokens[i : i + 1], aux)
+        np.testing.assert_allclose(li[0], logits[i], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(ai[0], alpha[i], rtol=1e-5, atol=1e-6)
+
+
+def test_attention_skips_pad_cls_eos(tiny_single, single_batch):
+    _, alpha = tiny_single(single_batch.tokens)
+    alpha = np.asarray(alpha)
+    eligible = np.asarray(attention_mask(single_batch.tokens))
+    assert np.all(alpha[~eligible] == 0)
+    assert np.all(alpha[eligible] > 0)
+    np.testing.assert_allclose(alpha.sum(axis=1), 1.0, rtol=1e-6)
+
+
+def test_paired_model_uses_the_auxiliary_sequence(tiny_paired, paired_batch):
+    logits, _ = tiny_paired(paired_batch.tokens, paired_batch.aux_tokens)
+    other = paired_batch.aux_tokens.copy()
+    other[:, 1] = 20
+    logits2, _ = tiny_paired(paired_batch.tokens, other)
+    assert not np.allclose(logits, logits2)
+    with pytest.raises(ValueError, match="auxiliary"):
+        tiny_paired(paired_batch.tokens, None)
+
+
+def test_pytorch_default_initialisation():
+    m = build_model(paired=False, vocab_size=50, num_classes=2, embedding_dim=40, hidden_size=64, seed=0)
+    bound_h = 1 / np.sqrt(64)
+    assert np.abs(np.asarray(m.encoder.w_ih[...])).max() <= bound_h
+    assert np.abs(np.asarray(m.encoder.w_hh[...])).max() <= bound_h
+    assert np.abs(np.asarray(m.encoder.bias[...])).max() <= 2 * bound_h  # sum of two U(-k, k)
+    assert np.asarray(m.encoder.w_ih[...]).std() == pytest.approx(bound_h / np.sqrt(3), rel=0.05)
+    bound_2h = 1 / np.sqrt(128)
+    for lin in (m.attention["hidden"], m.decoder):
+        assert np.abs(np.asarray(lin.kernel[...])).max() <= bound_2h
+        assert np.abs(np.asarray(lin.bias[...])).max() <= bound_2h
+
+
+def test_same_seed_same_model_and_given_embedding_is_used():
+    a = build_model(paired=True, vocab_size=20, num_classes=2, embedding_dim=4, hidden_size=3, seed=7)
+    b = build_model(paired=True, vocab_size=20, num_classes=2, embedding_dim=4, hidden_size=3, seed=7)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_array_equal(x, y)
+    table = np.arange(80, dtype=np.float32).reshape(20, 4)
+    c = build_model(paired=True, vocab_size=20, num_classes=2, embedding_dim=4, hidden_size=3, seed=7,
+                    embedding=table)
+    np.testing.assert_array_equal(c.embedding[...], table)
+    np.testing.assert_array_equal(c.aux_embedding[...], table)  # own copy, same initial values
+    with pytest.raises(ValueError, match="shape"):
+        build_model(paired=False, vocab_size=21, num_classes=2, embedding_dim=4, hidden_size=3, seed=0,
+                    embedding=table)

@@ -1,0 +1,137 @@
+"""The ROAR chain end to end on a tiny synthetic task, plus config validation and the command line."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from ml_collections import config_flags
+
+from conftest import REPO_ROOT
+from nlproar_jax.data.dataset import TaskData
+from nlproar_jax.experiment import Experiment, Paths
+from nlproar_jax.roar import MissingReferenceError, run_experiment
+from nlproar_jax.tokens import MASK
+
+
+def load_config(path="configs/synthetic.py"):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("cfg", REPO_ROOT / path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+@pytest.fixture
+def tiny_config(tmp_path):
+    c = load_config()
+    c.dataset.train_size, c.dataset.val_size, c.dataset.test_size = 120, 40, 40
+    c.embedding_dim = c.hidden_size = 6
+    c.max_epochs = 1
+    c.persistent_dir = str(tmp_path)
+    c.ig_steps = 4
+    return c
+
+
+def with_(config, **kw):
+    c = config.copy_and_resolve_references()
+    for k, v in kw.items():
+        c[k] = v
+    return c
+
+
+def mask_counts(path_or_data, split="test"):
+    data = TaskData.load(path_or_data) if isinstance(path_or_data, str) else path_or_data
+    main = data.splits[split].main
+    return np.array([np.sum(main.row(i) == MASK) for i in range(len(main))])
+
+
+def test_chain_base_classic_recursive(tiny_config):
+    c = tiny_config
+    paths = Paths(c.persistent_dir)
+    with pytest.raises(MissingReferenceError, match="--config.k=0"):
+        run_experiment(with_(c, k=10, importance_measure="gradient"))
+    base = run_experiment(c)
+    assert base["k"] == 0 and base["experiment_id"] == "synthetic_rnn_s-0"
+    for metric in ("accuracy", "macro_f1", "auroc", "loss"):
+        assert metric in base["test"] and metric in base["val"]
+    assert {"device", "versions", "seconds", "history"} <= set(base)
+
+    classic = run_experiment(with_(c, k=20, importance_measure="integrated-gradient"))
+    assert classic["reference_id"] == "synthetic_rnn_s-0"
+    assert os.path.exists(os.path.join(c.persistent_dir, classic["importance_file"]))
+
+    # recursive: the second step needs the first; a missing step names the command that makes it
+    with pytest.raises(MissingReferenceError, match="--config.k=10 .*--config.recursive=True"):
+        run_experiment(with_(c, k=20, importance_measure="attention", recursive=True))
+    first = run_experiment(with_(c, k=10, importance_measure="attention", recursive=True))
+    second = run_experiment(with_(c, k=20, importance_measure="attention", recursive=True))
+    assert second["reference_id"] == first["experiment_id"]
+    e1 = Experiment.from_config(with_(c, k=10, importance_measure="attention", recursive=True))
+    e2 = Experiment.from_config(with_(c, k=20, importance_measure="attention", recursive=True))
+    m1, m2 = mask_counts(paths.masked_dataset(e1)), mask_counts(paths.masked_dataset(e2))
+    assert np.all(m2 >= m1) and m2.sum() > m1.sum()
+    d1, d2 = TaskData.load(paths.masked_dataset(e1)), TaskData.load(paths.masked_dataset(e2))
+    for i in range(len(d1.splits["test"].main)):  # earlier masks are kept
+        assert np.all(d2.splits["test"].main.row(i)[d1.splits["test"].main.row(i) == MASK] == MASK)
+
+    # finished runs are skipped: same result, file untouched
+    result_path = paths.result(e2)
+    mtime = os.path.getmtime(result_path)
+    assert run_experiment(with_(c, k=20, importance_measure="attention", recursive=True)) == second
+    assert os.path.getmtime(result_path) == mtime
+
+
+def test_changed_settings_in_the_same_run_directory_are_refused(tiny_config):
+    run_experiment(tiny_config)
+    os.remove(Paths(tiny_config.persistent_dir).result(Experiment.from_config(tiny_config)))
+    with pytest.raises(ValueError, match="different settings.*hidden_size"):
+        run_experiment(with_(tiny_config, hidden_size=7))
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("task", "sst2", "valid tasks"),
+    ("importance_measure", "saliency", "valid:"),
+    ("roar_strategy", "topk", "valid:"),
+    ("k", 120, "out of range"),
+    ("ig_variant", "left", "valid:"),
+    ("batch_size", 0, "batch_size"),
+])
+def test_bad_values_fail_naming_the_valid_choices(tiny_config, field, value, message):
+    with pytest.raises(ValueError, match=message):
+        Experiment.from_config(with_(tiny_config, **{field: value}))
+
+
+def test_recursive_k_must_be_reachable(tiny_config):
+    with pytest.raises(ValueError, match="multiple of"):
+        Experiment.from_config(with_(tiny_config, k=25, recursive=True))
+    exp = Experiment.from_config(with_(tiny_config, k=3, roar_strategy="count", recursive=True,
+                                       importance_measure="times-input-gradient"))
+    assert exp.step == 1 and exp.reference().k == 2 and exp.measure == "input_times_gradient"
+
+
+def run_cli(*args, cwd=REPO_ROOT):
+    return subprocess.run([sys.executable, "-m", "nlproar_jax.train", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_cli_overrides_and_errors(tmp_path):
+    out = run_cli("--config=configs/synthetic.py", "--config.importance_measure=saliency", "--config.k=10",
+                  f"--config.persistent_dir={tmp_path}")
+    assert out.returncode != 0 and "saliency" in out.stderr and "integrated_gradient" in out.stderr
+    out = run_cli("--config=configs/synthetic.py", "--config.no_such_field=1")
+    assert out.returncode != 0 and "no_such_field" in out.stderr
+    out = run_cli("--config=configs/synthetic.py", "--config.k=10", "--config.importance_measure=gradient",
+                  f"--config.persistent_dir={tmp_path}")
+    assert out.returncode == 2 and "python -m nlproar_jax.train --config=configs/synthetic.py" in out.stderr
+    out = run_cli("--config=configs/synthetic.py", "--config.dataset.train_size=60", "--config.dataset.val_size=20",
+                  "--config.dataset.test_size=20", "--config.max_epochs=1", "--config.hidden_size=4",
+                  "--config.embedding_dim=4", "--config.seed=3", f"--config.persistent_dir={tmp_path}")
+    assert out.returncode == 0, out.stderr
+    with open(tmp_path / "results" / "synthetic_rnn_s-3.json") as f:
+        result = json.load(f)
+    assert result["seed"] == 3 and result["train_size"] == 60
+    with open(tmp_path / "runs" / "synthetic_rnn_s-3" / "config.json") as f:
+        assert json.load(f)["hidden_size"] == 4
