@@ -1,0 +1,133 @@
+"""The paper's ROAR plots as PNG (matplotlib, Agg backend: no display needed).
+
+One figure per (task, masking strategy): the reported test metric against k,
+a line per importance measure (mean over seeds) with its 95% bootstrap band,
+classic ROAR on the left and recursive ROAR on the right (random's classic
+curve is the baseline in both). Quantile curves of the measures end at k = 90;
+a dotted segment joins them to random's k = 100 value, where every measure
+masks every token, which is how the summary's area closes the curve.
+"""
+from __future__ import annotations
+
+import os
+from typing import Iterable, Optional
+
+import matplotlib
+
+matplotlib.use("Agg")  # before pyplot: files only, never a window
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import PercentFormatter  # noqa: E402
+
+from nlproar_jax.faithfulness import FULL_MASK_K  # noqa: E402
+
+PRETTY = {"random": "Random", "attention": "Attention", "gradient": "Gradient",
+          "input_times_gradient": "Input × gradient", "integrated_gradient": "Integrated gradient",
+          "mutual_information": "Mutual information"}
+# Fixed per measure so every figure (and the report) uses the same colour for the same measure.
+COLORS = {"random": "#555555", "attention": "#F8766D", "gradient": "#A3A500", "integrated_gradient": "#00BF7D",
+          "mutual_information": "#00B0F6", "input_times_gradient": "#E76BF3"}
+MARKERS = {"random": "v", "attention": "o", "gradient": "^", "integrated_gradient": "s",
+           "mutual_information": "D", "input_times_gradient": "P"}
+ORDER = ("attention", "gradient", "input_times_gradient", "integrated_gradient", "mutual_information", "random")
+
+
+def base_measure(tag: str) -> str:
+    """``integrated_gradient-50a`` -> ``integrated_gradient``."""
+    return tag.split("-")[0]
+
+
+def pretty_measure(tag: str) -> str:
+    """A legend label: ``Integrated gradient (50 steps, a)`` for IG tags, the plain name otherwise."""
+    name = base_measure(tag)
+    label = PRETTY.get(name, name)
+    if "-" in tag:  # integrated_gradient-<steps><a|t>
+        setting = tag.split("-", 1)[1]
+        variant = {"a": "", "t": ", textbook"}.get(setting[-1:], None)
+        label += f" ({setting[:-1]} steps{variant})" if variant is not None and setting[:-1].isdigit() \
+            else f" ({setting})"
+    return label
+
+
+def _sort_key(tag: str):
+    name = base_measure(tag)
+    return (ORDER.index(name) if name in ORDER else len(ORDER), tag)
+
+
+def plot_roar(curves: dict, *, task: str, strategy: str, metric: str, path: str) -> str:
+    """Draw one task's ROAR figure for ``strategy`` and save it as PNG at ``path``.
+
+    Args:
+      curves: ``{(measure_tag, recursive): {seed: {k: test metric}}}`` for this task and strategy
+        (see :func:`nlproar_jax.results.seed_curves`; random's classic curve under both recursive
+        values).
+      metric: the reported metric's name, for the y label.
+    """
+    from nlproar_jax.results import mean_curve
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), sharey=True)
+    handles = {}
+    seeds = set()
+    for ax, recursive in zip(axes, (False, True)):
+        tags = sorted((tag for tag, rec in curves if rec == recursive), key=_sort_key)
+        random_end = None
+        if strategy == "quantile" and ("random", recursive) in curves:
+            end = mean_curve(curves[("random", recursive)]).get(FULL_MASK_K)
+            random_end = end.mean if end is not None else None
+        for tag in tags:
+            per_seed = curves[(tag, recursive)]
+            seeds |= set(per_seed)
+            stats = mean_curve(per_seed)
+            ks = list(stats)
+            mean = [stats[k].mean for k in ks]
+            low = [stats[k].low for k in ks]
+            high = [stats[k].high for k in ks]
+            name = base_measure(tag)
+            color = COLORS.get(name, None)
+            (line,) = ax.plot(ks, mean, marker=MARKERS.get(name, "o"), markersize=4, color=color,
+                              label=pretty_measure(tag), linewidth=1.6)
+            ax.fill_between(ks, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+            if random_end is not None and name != "random" and ks and ks[-1] < FULL_MASK_K:
+                ax.plot([ks[-1], FULL_MASK_K], [mean[-1], random_end], linestyle=":", color=line.get_color(),
+                        linewidth=1.2)
+            handles.setdefault(tag, line)
+        ax.set_title(f"{'recursive' if recursive else 'classic'} ROAR")
+        ax.set_xlabel("% tokens masked" if strategy == "quantile" else "tokens masked")
+        if strategy == "quantile":
+            ax.set_xlim(-2, 102)
+            ax.set_xticks(range(0, 101, 10))
+        ax.grid(True, alpha=0.3)
+        if not tags:
+            ax.text(0.5, 0.5, "no runs", transform=ax.transAxes, ha="center", va="center", color="#888888")
+    axes[0].set_ylabel(f"test {metric}")
+    axes[0].yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+    n = len(seeds)
+    fig.suptitle(f"{task}: {strategy} masking — mean over {n} seed{'s' if n != 1 else ''}"
+                 + (", 95% bootstrap CI" if n > 1 else " (no CI with one seed)"))
+    ordered = sorted(handles, key=_sort_key)
+    ncol = len(ordered) if len(ordered) <= 4 else (len(ordered) + 1) // 2
+    fig.legend([handles[t] for t in ordered], [pretty_measure(t) for t in ordered], loc="lower center",
+               ncol=max(ncol, 1), frameon=False)
+    fig.tight_layout(rect=(0, 0.13 if len(ordered) > 4 else 0.08, 1, 0.95))
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_all(results: Iterable[dict], out_dir: str, *, tasks: Optional[Iterable[str]] = None) -> list[str]:
+    """``roar_<task>_<strategy>.png`` in ``out_dir`` for every task and strategy with runs; the paths."""
+    from nlproar_jax.results import seed_curves
+
+    results = list(results)
+    metric = {r["task"]: r["reported_metric"] for r in results}
+    curves = seed_curves(results)
+    paths = []
+    for task in sorted(tasks or {key[0] for key in curves}):
+        for strategy in ("quantile", "count"):
+            sub = {(tag, rec): per_seed for (t, tag, s, rec), per_seed in curves.items()
+                   if t == task and s == strategy}
+            if not sub:
+                continue
+            path = os.path.join(out_dir, f"roar_{task}_{strategy}.png")
+            paths.append(plot_roar(sub, task=task, strategy=strategy, metric=metric[task], path=path))
+    return paths

@@ -1,0 +1,345 @@
+"""One self-contained HTML report of a persistent dir: plots, summary, highlighted examples.
+
+  python -m nlproar_jax.report --persistent-dir runs/synthetic [--out report.html]
+  python -m nlproar_jax.results --persistent-dir runs/synthetic --report   # the same, with the CSVs
+
+The file needs nothing else to open offline: the PNG plots are embedded as
+base64 data URIs and the styles are inline. It shows the ROAR plots, the
+faithfulness summary, the mean test metric per k, and a few test examples
+(deterministic sample) with each token coloured by each measure's importance
+under the base model (``cache/importance/<base id>__<measure tag>.npz``, key
+``test``). Where recursive runs kept their masked data
+(``runs/<id>/masked_dataset.npz``) the first example is also shown as masked at
+a few k. Every token and label goes through :func:`html.escape`.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import os
+import sys
+import tempfile
+from typing import Optional, Sequence
+
+import numpy as np
+
+from nlproar_jax.tokens import CLS, EOS, FIRST_ELIGIBLE, MASK, PAD, UNK
+
+HIGHLIGHT_RGB = (230, 85, 13)  # importance colour; alpha carries the score
+TOP_QUANTILE = 10  # tokens in the top 10% are bold: what classic ROAR masks first
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1150px;color:#222;
+line-height:1.45;padding:0 1em}
+h1{font-size:1.5em}h2{font-size:1.25em;border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}
+h3{font-size:1.05em}
+table{border-collapse:collapse;margin:.5em 0 1em;font-size:.9em}
+td,th{border:1px solid #ddd;padding:.25em .5em;text-align:left;vertical-align:top}
+th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+img.plot{max-width:100%;border:1px solid #eee;margin:.5em 0}
+pre{background:#f7f7f7;padding:.7em;overflow-x:auto;font-size:.85em}
+.tok{padding:1px 2px;margin:0 1px;border-radius:3px;display:inline-block;line-height:1.6}
+.tok.top{font-weight:bold;outline:1px solid rgba(120,40,0,.55)}
+.tok.special{color:#999;font-size:.8em}
+.tok.mask{background:#333!important;color:#fff;font-family:monospace;font-size:.85em;border:1px dashed #000}
+.tok.unk{font-style:italic;color:#666}
+.measure{white-space:nowrap;font-weight:600;width:11em}
+.legend{display:flex;gap:1.5em;align-items:center;flex-wrap:wrap;margin:.7em 0;font-size:.9em}
+.bar{width:220px;height:14px;border:1px solid #ccc;display:inline-block;vertical-align:middle}
+.note{color:#666;font-size:.9em}
+"""
+
+
+def _score_style(alpha: float) -> str:
+    r, g, b = HIGHLIGHT_RGB
+    return f"background:rgba({r},{g},{b},{alpha:.3f})"
+
+
+def normalise_scores(scores: np.ndarray, eligible: np.ndarray) -> np.ndarray:
+    """``<float>[n]`` in [0, 1]: min-max over the eligible positions of one example (0 elsewhere;
+    all 0.5 when every eligible score is equal; NaN scores count as 0)."""
+    out = np.zeros(len(scores), np.float64)
+    s = np.nan_to_num(np.asarray(scores, np.float64)[eligible], nan=0.0, posinf=0.0, neginf=0.0)
+    if len(s):
+        lo, hi = s.min(), s.max()
+        out[eligible] = (s - lo) / (hi - lo) if hi > lo else 0.5
+    return out
+
+
+def tokens_html(words: Sequence[str], ids: np.ndarray, scores: Optional[np.ndarray] = None) -> str:
+    """One example's tokens as HTML spans. ``ids``: ``<int>[n]`` token ids; ``scores``: ``<float>[n]``
+    importance aligned with ``ids`` (None: no colouring, e.g. a masked example). [MASK] tokens get the
+    ``mask`` style, [CLS]/[EOS] the ``special`` style, [PAD] is dropped; every word is escaped."""
+    ids = np.asarray(ids)
+    eligible = ids >= FIRST_ELIGIBLE
+    alpha = normalise_scores(scores, eligible) if scores is not None else None
+    top = np.zeros(len(ids), bool)
+    if scores is not None and eligible.any():
+        n_top = int(eligible.sum()) * TOP_QUANTILE // 100  # the quantile strategy's k' at k = 10
+        s = np.where(eligible, np.nan_to_num(np.asarray(scores, np.float64), nan=-np.inf), -np.inf)
+        top[np.argsort(-s, kind="stable")[:n_top]] = True
+    spans = []
+    for i, tid in enumerate(ids):
+        tid = int(tid)
+        if tid == PAD:
+            continue
+        word = html.escape(words[tid], quote=True)
+        classes = ["tok"]
+        style = ""
+        title = ""
+        if tid in (CLS, EOS):
+            classes.append("special")
+        elif tid == MASK:
+            classes.append("mask")
+        elif tid == UNK:
+            classes.append("unk")
+        if alpha is not None and eligible[i]:
+            style = f' style="{_score_style(alpha[i])}"'
+            title = f' title="{html.escape(f"importance {float(scores[i]):.4g}", quote=True)}"'
+        if top[i]:
+            classes.append("top")
+        spans.append(f'<span class="{" ".join(classes)}"{style}{title}>{word}</span>')
+    return " ".join(spans)
+
+
+def legend_html() -> str:
+    r, g, b = HIGHLIGHT_RGB
+    bar = f"background:linear-gradient(to right,rgba({r},{g},{b},0),rgba({r},{g},{b},1))"
+    return ('<div class="legend"><span>least important</span>'
+            f'<span class="bar" style="{bar}"></span><span>most important</span>'
+            '<span class="note">(min&ndash;max within each example and measure; hover a token for its score)</span>'
+            f'<span><span class="tok top" style="{_score_style(0.9)}">bold</span> top {TOP_QUANTILE}%: '
+            'masked first by quantile ROAR</span>'
+            '<span><span class="tok mask">[MASK]</span> masked token</span>'
+            '<span><span class="tok special">[CLS]</span> not maskable</span></div>')
+
+
+def _image_data_uri(path: str) -> str:
+    with open(path, "rb") as f:
+        return "data:image/png;base64," + base64.b64encode(f.read()).decode("ascii")
+
+
+def _fmt(x) -> str:
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return html.escape(str(x))
+    return "n/a" if np.isnan(x) else f"{x:+.3f}"
+
+
+def summary_html(summary: Sequence[dict]) -> str:
+    if not summary:
+        return '<p class="note">No measure has both its curve and random&rsquo;s: nothing to summarise.</p>'
+    head = ("<tr><th>task</th><th>measure</th><th>strategy</th><th>ROAR</th><th>k &le;</th><th>seeds</th>"
+            "<th>relative</th><th>95% CI</th><th>absolute</th><th>95% CI</th></tr>")
+    rows = []
+    for r in summary:
+        cells = [html.escape(str(r[c])) for c in ("task", "measure_tag", "strategy", "roar", "upto", "n_seeds")]
+        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells)
+                    + f'<td class="num">{_fmt(r["relative_mean"])}</td>'
+                    + f'<td class="num">[{_fmt(r["relative_low"])}, {_fmt(r["relative_high"])}]</td>'
+                    + f'<td class="num">{_fmt(r["absolute_mean"])}</td>'
+                    + f'<td class="num">[{_fmt(r["absolute_low"])}, {_fmt(r["absolute_high"])}]</td></tr>')
+    return f"<table>{head}{''.join(rows)}</table>"
+
+
+# -- examples ----------------------------------------------------------------------------------
+def sample_examples(lengths: np.ndarray, n: int, *, seed: int = 0, max_tokens: int = 60) -> list[int]:
+    """``n`` test rows, deterministic in ``seed``; rows of at most ``max_tokens`` tokens when enough exist
+    (long documents do not read well), sorted."""
+    lengths = np.asarray(lengths)
+    candidates = np.flatnonzero(lengths <= max_tokens)
+    if len(candidates) < n:
+        candidates = np.arange(len(lengths))
+    rng = np.random.default_rng(seed)
+    return sorted(int(i) for i in rng.choice(candidates, size=min(n, len(candidates)), replace=False))
+
+
+def _base_runs(results: Sequence[dict]) -> dict:
+    """``{task: (base result, {measure_tag: importance path relative to persistent_dir})}`` for the lowest
+    seed of each task whose base run finished."""
+    from nlproar_jax.results import measure_tag
+
+    out = {}
+    for base in sorted((r for r in results if r["k"] == 0), key=lambda r: (r["task"], r["seed"])):
+        if base["task"] in out:
+            continue
+        files = {}
+        for r in results:
+            if r.get("reference_id") == base["experiment_id"] and r.get("importance_file"):
+                files.setdefault(measure_tag(r), r["importance_file"])
+        out[base["task"]] = (base, files)
+    return out
+
+
+def _masked_runs(results: Sequence[dict], base: dict, root: str, per_measure: int = 4) -> dict:
+    """``{measure_tag: [(k, masked dataset path)]}``: a few recursive quantile steps of ``base``'s seed
+    whose masked data exists, spread over the chain."""
+    from nlproar_jax.results import measure_tag
+
+    chains: dict = {}
+    for r in results:
+        if (r["task"] == base["task"] and r["seed"] == base["seed"] and r.get("recursive")
+                and r["strategy"] == "quantile"):
+            path = os.path.join(root, "runs", r["experiment_id"], "masked_dataset.npz")
+            if os.path.exists(path):
+                chains.setdefault(measure_tag(r), []).append((r["k"], path))
+    out = {}
+    for tag, steps in chains.items():
+        steps.sort()
+        pick = np.unique(np.linspace(0, len(steps) - 1, min(per_measure, len(steps))).round().astype(int))
+        out[tag] = [steps[i] for i in pick]
+    return out
+
+
+def examples_html(persistent_dir: str, results: Sequence[dict], *, n_examples: int = 5, seed: int = 0) -> str:
+    """The highlighted-examples section: per task, ``n_examples`` test rows, a line per measure."""
+    from nlproar_jax.data.dataset import TaskData
+    from nlproar_jax.plots import _sort_key, pretty_measure
+
+    parts = []
+    for task, (base, files) in sorted(_base_runs(results).items()):
+        parts.append(f"<h3>{html.escape(task)} &mdash; importance under base model "
+                     f"<code>{html.escape(base['experiment_id'])}</code></h3>")
+        data_path = os.path.join(persistent_dir, "cache", "datasets", f"{base.get('dataset_key')}.npz")
+        if not os.path.exists(data_path):
+            parts.append(f'<p class="note">Encoded dataset {html.escape(data_path)} not found: no examples.</p>')
+            continue
+        data = TaskData.load(data_path)
+        test = data.splits["test"]
+        words = data.vocab.words
+        scores = {}
+        for tag, rel in sorted(files.items(), key=lambda kv: _sort_key(kv[0])):
+            path = os.path.join(persistent_dir, rel)
+            if not os.path.exists(path):
+                continue
+            with np.load(path) as z:
+                if "test" not in z:
+                    continue
+                values = np.asarray(z["test"])
+            if len(values) != len(test.main.values):
+                parts.append(f'<p class="note">{html.escape(rel)}: {len(values)} scores for '
+                             f'{len(test.main.values)} test tokens; skipped.</p>')
+                continue
+            scores[tag] = values
+        if not scores:
+            parts.append('<p class="note">No cached importance for this base model (run a ROAR k &gt; 0 first).</p>')
+            continue
+        rows = sample_examples(test.main.lengths, n_examples, seed=seed)
+        masked = _masked_runs(results, base, persistent_dir)
+        for j, i in enumerate(rows):
+            ids = test.main.row(i)
+            label = data.label_names[int(test.labels[i])] if int(test.labels[i]) < len(data.label_names) else "?"
+            parts.append(f"<h4>test example {i} &mdash; label <code>{html.escape(str(label))}</code></h4>")
+            if test.aux is not None:
+                aux = tokens_html(words, test.aux.row(i))
+                parts.append(f'<p><span class="note">auxiliary sequence (not masked):</span> {aux}</p>')
+            table = []
+            for tag, values in scores.items():
+                s = values[test.main.offsets[i]:test.main.offsets[i + 1]]
+                table.append(f'<tr><td class="measure">{html.escape(pretty_measure(tag))}</td>'
+                             f"<td>{tokens_html(words, ids, s)}</td></tr>")
+            parts.append("<table>" + "".join(table) + "</table>")
+            if j == 0 and masked:
+                parts.append(_masked_example_html(words, i, masked))
+    if not parts:
+        return '<p class="note">No finished base model: no examples.</p>'
+    return "\n".join(parts)
+
+
+def _masked_example_html(words, row: int, masked: dict) -> str:
+    from nlproar_jax.data.dataset import TaskData
+    from nlproar_jax.plots import _sort_key, pretty_measure
+
+    lines = []
+    for tag in sorted(masked, key=_sort_key):
+        for k, path in masked[tag]:
+            ids = TaskData.load(path).splits["test"].main.row(row)
+            lines.append(f'<tr><td class="measure">{html.escape(pretty_measure(tag))}, k = {int(k)}%</td>'
+                         f"<td>{tokens_html(words, ids)}</td></tr>")
+    return ("<p class=\"note\">The same example as recursive quantile ROAR masked it (the data each step "
+            "trained on):</p><table>" + "".join(lines) + "</table>")
+
+
+# -- the page ----------------------------------------------------------------------------------
+def render_report(persistent_dir: str, *, results: Sequence[dict], summary: Sequence[dict],
+                  plot_paths: Sequence[str], n_examples: int = 5, seed: int = 0) -> str:
+    """The whole report as one HTML string (no external references)."""
+    from nlproar_jax.summary import format_roar_table
+
+    tasks = sorted({r["task"] for r in results})
+    devices = sorted({str(r.get("device")) for r in results})
+    hours = sum(sum(r.get("seconds", {}).values()) for r in results) / 3600
+    plots = "".join(f'<figure><img class="plot" alt="{html.escape(os.path.basename(p))}" '
+                    f'src="{_image_data_uri(p)}"></figure>' for p in plot_paths)
+    title = f"NLP-ROAR results: {', '.join(tasks)}"
+    body = [
+        f"<h1>{html.escape(title)}</h1>",
+        f'<p class="note">{len(results)} finished runs under <code>{html.escape(os.path.abspath(persistent_dir))}'
+        f"</code>; devices: {html.escape(', '.join(devices))}; {hours:.2f} run-hours in total.</p>",
+        "<h2>ROAR curves</h2>",
+        '<p class="note">Reported test metric against the share (or number) of tokens masked; mean over seeds '
+        "with a 95% bootstrap band. Dotted: a measure's curve closed at random's k = 100 value.</p>",
+        plots or '<p class="note">No plots.</p>',
+        "<h2>Faithfulness summary (area between curves)</h2>",
+        '<p class="note">Per seed: absolute = &int;(random &minus; measure) dx with x = k/100; '
+        "maximum = &int;(random &minus; random at 100%) dx; relative = clip(absolute / maximum, &minus;1, 1). "
+        "1: as faithful as the data allows; 0: no better than random; &lt; 0: worse. Mean and 95% bootstrap CI "
+        "over seeds (one seed: the CI is the point). Count masking has no 100% level: absolute only, x in "
+        "tokens.</p>",
+        summary_html(summary),
+        "<h2>Test metric per k (mean over seeds)</h2>",
+        f"<pre>{html.escape(format_roar_table(list(results)))}</pre>",
+        "<h2>Examples: tokens by importance</h2>",
+        legend_html(),
+        examples_html(persistent_dir, results, n_examples=n_examples, seed=seed),
+    ]
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>\n"
+            + "\n".join(body) + "\n</body></html>\n")
+
+
+def write_report(persistent_dir: str, path: str, *, results: Optional[Sequence[dict]] = None,
+                 summary: Optional[Sequence[dict]] = None, plot_paths: Optional[Sequence[str]] = None,
+                 n_examples: int = 5, seed: int = 0) -> str:
+    """Write the report for ``persistent_dir`` to ``path``; computes whatever is not passed in."""
+    from nlproar_jax.results import summarize
+    from nlproar_jax.summary import load_results
+
+    results = list(results) if results is not None else load_results(persistent_dir)
+    if not results:
+        raise FileNotFoundError(f"no results/*.json under {persistent_dir!r}: nothing to report")
+    summary = summary if summary is not None else summarize(results)
+    with tempfile.TemporaryDirectory() as tmp:
+        if plot_paths is None:
+            from nlproar_jax.plots import plot_all
+
+            plot_paths = plot_all(results, tmp)
+        page = render_report(persistent_dir, results=results, summary=summary, plot_paths=plot_paths,
+                             n_examples=n_examples, seed=seed)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(page)
+    return path
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m nlproar_jax.report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--persistent-dir", required=True, help="the runs' persistent_dir (holds results/*.json)")
+    parser.add_argument("--out", default=None, help="HTML file (default: <persistent-dir>/export/report.html)")
+    parser.add_argument("--examples", type=int, default=5, help="test examples to show per task")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the example sample")
+    args = parser.parse_args(argv)
+    out = args.out or os.path.join(args.persistent_dir, "export", "report.html")
+    try:
+        write_report(args.persistent_dir, out, n_examples=args.examples, seed=args.seed)
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

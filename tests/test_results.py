@@ -1,0 +1,191 @@
+"""The faithfulness summary (area between curves, clip, bootstrap over seeds) on hand-made curves with
+known answers, and the results export (CSV columns, summary files, PNG plots) on fabricated results."""
+import csv
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+
+from nlproar_jax import faithfulness as F
+from nlproar_jax import results as R
+
+
+# -- the math --------------------------------------------------------------------------------
+def test_trapezoid_and_area_known_values():
+    assert F.trapezoid([0, 1], [1, 1]) == pytest.approx(1.0)
+    assert F.trapezoid([0, 0.5, 1], [0, 1, 0]) == pytest.approx(0.5)
+    assert F.trapezoid([0], [3]) == 0.0
+    with pytest.raises(ValueError, match="increasing"):
+        F.trapezoid([0, 0], [1, 1])
+    # random flat at 0.9 then drops to 0.5 at k=100; the measure drops to 0.5 at once
+    k = [0, 10, 20, 100]
+    random = [0.9, 0.85, 0.8, 0.5]
+    measure = [0.9, 0.5, 0.4, 0.5]
+    # diffs 0, .35, .4, 0: 0.1*(0+.35)/2 + 0.1*(.35+.4)/2 + 0.8*(.4+0)/2
+    assert F.area_between_curves(k, random, measure) == pytest.approx(0.0175 + 0.0375 + 0.16)
+    # random minus its k=100 value: .4, .35, .3, 0
+    assert F.max_area(k, random) == pytest.approx(0.0375 + 0.0325 + 0.12)
+    # up to k=20 only, still against random's k=100 value
+    assert F.area_between_curves(k, random, measure, upto=20) == pytest.approx(0.055)
+    assert F.max_area(k, random, upto=20) == pytest.approx(0.07)
+    # count strategy: x in tokens
+    assert F.area_between_curves([0, 1, 2], [1, 1, 1], [1, 0, 0], x_scale=1) == pytest.approx(1.5)
+
+
+def test_relative_area_clips_and_handles_degenerate_max():
+    assert F.relative_area(0.1, 0.2) == pytest.approx(0.5)
+    assert F.relative_area(0.5, 0.2) == 1.0
+    assert F.relative_area(-0.5, 0.2) == -1.0
+    assert math.isnan(F.relative_area(0.1, 0.0))
+    assert math.isnan(F.relative_area(0.1, float("nan")))
+
+
+def test_faithfulness_closes_the_curve_at_random_k100():
+    random = {0: 0.9, 10: 0.85, 20: 0.8, 100: 0.5}
+    same = F.faithfulness({0: 0.9, 10: 0.85, 20: 0.8}, random)
+    assert same.absolute == 0.0 and same.relative == 0.0 and same.k == (0, 10, 20, 100)
+    # a measure at random's 100% value from k=10 on: diffs 0, .35, .3, 0 against the maximum's .4, .35, .3, 0
+    best = F.faithfulness({0: 0.9, 10: 0.5, 20: 0.5}, random)
+    assert best.absolute == pytest.approx(0.0175 + 0.0325 + 0.12) and best.maximum == pytest.approx(0.19)
+    assert best.relative == pytest.approx(0.17 / 0.19)
+    assert F.faithfulness({0: 0.9, 10: 0.2, 20: 0.1}, random).relative == 1.0  # clipped
+    worse = F.faithfulness({0: 0.9, 10: 0.95, 20: 0.9}, random)
+    assert worse.relative < 0
+    # no k=100 for random: absolute only
+    partial = F.faithfulness({0: 0.9, 10: 0.5}, {0: 0.9, 10: 0.8})
+    assert partial.absolute == pytest.approx(0.1 * 0.3 / 2) and math.isnan(partial.relative)
+    with pytest.raises(ValueError, match="fewer than 2"):
+        F.faithfulness({10: 0.5}, {20: 0.5}, end=None)
+
+
+def test_mean_ci_over_seeds():
+    one = F.mean_ci([0.3])
+    assert (one.mean, one.low, one.high, one.n) == (0.3, 0.3, 0.3, 1)
+    same = F.mean_ci([0.2, 0.2, 0.2])
+    assert same.low == same.high == same.mean == pytest.approx(0.2)
+    vals = [0.1, 0.2, 0.3, 0.25, 0.22]
+    ci = F.mean_ci(vals)
+    assert ci.mean == pytest.approx(np.mean(vals)) and ci.n == 5
+    assert min(vals) <= ci.low < ci.mean < ci.high <= max(vals)
+    assert F.mean_ci(vals) == ci  # deterministic (seeded)
+    assert F.mean_ci([0.1, float("nan"), 0.3]).n == 2
+    assert math.isnan(F.mean_ci([]).mean)
+
+
+# -- fabricated results ------------------------------------------------------------------------
+def fake_result(task="synthetic", seed=0, k=0, measure="random", strategy="quantile", recursive=False,
+                test=0.9, **extra):
+    step = 10 if strategy == "quantile" else 1
+    base_id = f"{task}_rnn_s-{seed}"
+    rec = f"r-1_st-{step}" if recursive else "r-0"
+    eid = base_id if k == 0 else f"{base_id}_y-{measure}_rs-{strategy}_k-{k}_{rec}"
+    metrics = {"accuracy": test, "macro_f1": test, "micro_f1": test, "auroc": test, "loss": 1 - test}
+    r = {"task": task, "model": "rnn", "seed": seed, "k": k, "measure": measure, "strategy": strategy,
+         "recursive": recursive and k > 0, "step": step, "ig_steps": 50, "ig_variant": "alpha_weighted",
+         "experiment_id": eid, "reference_id": None if k == 0 else base_id, "monitor": "auroc",
+         "dataset_key": f"{task}-abc",
+         "importance_file": None if k == 0 else f"cache/importance/{base_id}__{measure}.npz",
+         "reported_metric": "macro_f1", "best_epoch": 2, "epochs": 3, "train_size": 100,
+         "notes": ["a note"], "val": dict(metrics), "test": metrics, "history": [],
+         "seconds": {"load_data": 0.5, "train": 2.0, "evaluate": 0.25}, "device": "cpu:cpu",
+         "device_count": 1, "hostname": "h"}
+    r.update(extra)
+    return r
+
+
+RANDOM = {10: 0.85, 20: 0.8, 100: 0.5}
+GRAD = {10: 0.6, 20: 0.5}
+
+
+def fake_grid(seeds=(0, 1, 2)):
+    out = []
+    for s in seeds:
+        shift = 0.01 * s
+        out.append(fake_result(seed=s, test=0.9))
+        out += [fake_result(seed=s, k=k, test=v) for k, v in RANDOM.items()]
+        out += [fake_result(seed=s, k=k, measure="gradient", test=v - shift) for k, v in GRAD.items()]
+        out += [fake_result(seed=s, k=k, measure="gradient", recursive=True, test=v - 2 * shift)
+                for k, v in GRAD.items()]
+        out += [fake_result(seed=s, k=k, strategy="count", test=0.9 - 0.01 * k) for k in (1, 2)]
+        out += [fake_result(seed=s, k=k, measure="gradient", strategy="count", recursive=True, test=0.9 - 0.1 * k)
+                for k in (1, 2)]
+    return out
+
+
+def write_results(root, results):
+    os.makedirs(os.path.join(root, "results"), exist_ok=True)
+    for r in results:
+        with open(os.path.join(root, "results", r["experiment_id"] + ".json"), "w") as f:
+            json.dump(r, f)
+
+
+def test_seed_curves_share_base_and_random_baseline():
+    curves = R.seed_curves(fake_grid())
+    assert curves[("synthetic", "gradient", "quantile", True)][1] == pytest.approx({0: 0.9, 10: 0.58, 20: 0.48})
+    assert curves[("synthetic", "random", "quantile", True)] == curves[("synthetic", "random", "quantile", False)]
+    assert curves[("synthetic", "random", "quantile", False)][0][100] == 0.5
+
+
+def test_summarize_matches_hand_computation():
+    rows = R.summarize(fake_grid(), upto=(None, 20))
+    by = {(r["measure_tag"], r["strategy"], r["roar"], r["upto"]): r for r in rows}
+    per_seed = []
+    for s in (0, 1, 2):
+        g = {k: v - 2 * 0.01 * s for k, v in GRAD.items()}
+        absolute = F.area_between_curves([0, 10, 20, 100], [0.9, 0.85, 0.8, 0.5], [0.9, g[10], g[20], 0.5])
+        per_seed.append(absolute / F.max_area([0, 10, 20, 100], [0.9, 0.85, 0.8, 0.5]))
+    rec = by[("gradient", "quantile", "recursive", 100)]
+    assert rec["n_seeds"] == 3 and rec["seeds"] == [0, 1, 2] and rec["k"] == [0, 10, 20, 100]
+    assert rec["relative_mean"] == pytest.approx(np.mean(np.clip(per_seed, -1, 1)))
+    assert rec["relative_per_seed"][2] == pytest.approx(min(1.0, per_seed[2]))
+    assert rec["relative_low"] <= rec["relative_mean"] <= rec["relative_high"]
+    assert ("gradient", "quantile", "classic", 100) in by and ("gradient", "quantile", "recursive", 20) in by
+    count = by[("gradient", "count", "recursive", 2)]
+    assert count["absolute_mean"] > 0 and math.isnan(count["relative_mean"]) and count["x_unit"] == "tokens"
+    assert not any(r["measure_tag"] == "random" for r in rows)
+    text = R.format_summary(rows)
+    assert "gradient" in text and "recursive" in text
+
+
+def test_single_seed_ci_is_the_point():
+    rows = R.summarize(fake_grid(seeds=(0,)))
+    rec = next(r for r in rows if r["roar"] == "recursive" and r["strategy"] == "quantile")
+    assert rec["n_seeds"] == 1 and rec["relative_low"] == rec["relative_mean"] == rec["relative_high"]
+
+
+def test_results_table_columns_and_csv(tmp_path):
+    results = fake_grid(seeds=(0,))
+    columns, rows = R.results_table(results)
+    for col in ("experiment_id", "reference_id", "dataset_key", "task", "seed", "measure", "measure_tag",
+                "strategy", "k", "recursive", "roar", "step", "test_reported", "val_reported", "test_macro_f1",
+                "val_auroc", "seconds_train", "seconds_total", "device", "notes"):
+        assert col in columns, col
+    assert len(rows) == len(results) and rows[0]["roar"] == "base"
+    path = tmp_path / "r.csv"
+    R.write_csv(str(path), columns, rows)
+    with open(path) as f:
+        back = list(csv.DictReader(f))
+    assert len(back) == len(results) and list(back[0]) == columns
+    assert float(back[0]["seconds_total"]) == pytest.approx(2.75) and back[0]["notes"] == "a note"
+
+
+def test_export_writes_csv_json_and_png(tmp_path):
+    write_results(tmp_path, fake_grid(seeds=(0, 1)))
+    out = tmp_path / "out"
+    assert R.main(["--persistent-dir", str(tmp_path), "--out", str(out), "--upto", "20"]) == 0
+    for name in ("results.csv", "summary.csv", "summary.json"):
+        assert (out / name).exists(), name
+    summary = json.load(open(out / "summary.json"))
+    assert summary["runs"] == len(fake_grid(seeds=(0, 1))) and summary["summary"]
+    assert any(r["relative_mean"] is None for r in summary["summary"])  # NaN -> null (count)
+    pngs = sorted(os.listdir(out / "plots"))
+    assert pngs == ["roar_synthetic_count.png", "roar_synthetic_quantile.png"]
+    with open(out / "plots" / pngs[1], "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_export_without_results_is_a_clear_error(tmp_path, capsys):
+    assert R.main(["--persistent-dir", str(tmp_path)]) == 2
+    assert "no results/*.json" in capsys.readouterr().err
