@@ -207,16 +207,8 @@ def environment() -> dict:
                          "orbax-checkpoint": orbax.checkpoint.__version__, "numpy": np.__version__}}
 
 
-def run_experiment(config, *, base_data: Optional[TaskData] = None) -> dict:
-    """Run (or resume, or skip if finished) the experiment ``config`` describes; return its results."""
-    exp = Experiment.from_config(config)
-    paths = Paths(config.persistent_dir)
-    result_path = paths.result(exp)
-    if os.path.exists(result_path):
-        log.info("%s already finished: %s", exp.id, result_path)
-        with open(result_path) as f:
-            return json.load(f)
-    spec = task_spec(exp.task)
+def _prepare(config, exp: Experiment, paths: Paths, base_data: Optional[TaskData]):
+    """``(base_data, data, seconds)``: the task and the (masked) dataset ``exp`` trains on."""
     run_dir = paths.run_dir(exp)
     os.makedirs(run_dir, exist_ok=True)
     _check_config(run_dir, config)
@@ -233,22 +225,19 @@ def run_experiment(config, *, base_data: Optional[TaskData] = None) -> dict:
         seconds["importance_and_masking"] = time.perf_counter() - t0
         if exp.recursive:  # the next recursive step starts from this run's data
             data.save(paths.masked_dataset(exp))
-    model, graphdef, params = init_model(config, data, exp.seed)
-    log.info("%s: training %d epochs on %d examples", exp.id, config.max_epochs, len(data.splits["train"]))
-    t0 = time.perf_counter()
-    fitted = fit(graphdef, params, data.splits["train"], data.splits["val"], seed=exp.seed,
-                 epochs=int(config.max_epochs), batch_size=int(config.batch_size), monitor=spec.monitor,
-                 no_decay=model.no_weight_decay, learning_rate=float(config.learning_rate),
-                 weight_decay=float(config.weight_decay), pool_batches=int(config.pool_batches),
-                 checkpoint_dir=paths.checkpoints(exp), metrics_path=os.path.join(run_dir, "metrics.jsonl"))
-    seconds["train"] = time.perf_counter() - t0
+    return base_data, data, seconds
+
+
+def _finish(config, exp: Experiment, paths: Paths, data: TaskData, graphdef, fitted, seconds: dict) -> dict:
+    """Save the selected model, evaluate it on val and test, write the result; return it."""
+    spec = task_spec(exp.task)
     checkpointing.save_params(paths.model(exp), fitted.best_params, {"experiment_id": exp.id,
                                                                       "best_epoch": fitted.best_epoch})
     t0 = time.perf_counter()
     bs = int(config.batch_size)
     val = evaluate(graphdef, fitted.best_params, data.splits["val"], bs)
     test = evaluate(graphdef, fitted.best_params, data.splits["test"], bs)
-    seconds["evaluate"] = time.perf_counter() - t0
+    seconds = {**seconds, "train": fitted.train_seconds, "evaluate": time.perf_counter() - t0}
     ref = exp.reference()
     result = {**exp.fields(), "reference_id": ref.id if ref else None, "monitor": spec.monitor,
               "dataset_key": dataset_key(exp.task, int(config.min_df), config.dataset.to_dict()),
@@ -257,8 +246,74 @@ def run_experiment(config, *, base_data: Optional[TaskData] = None) -> dict:
               "reported_metric": spec.reported, "best_epoch": fitted.best_epoch, "epochs": int(config.max_epochs),
               "train_size": len(data.splits["train"]), "notes": list(data.notes), "val": val, "test": test,
               "history": fitted.history, "seconds": seconds, **environment()}
-    write_json_atomic(result_path, result)
+    write_json_atomic(paths.result(exp), result)
     shutil.rmtree(paths.checkpoints(exp), ignore_errors=True)  # finished: the result and model are kept
     log.info("%s: test %s %.4f (best epoch %d) -> %s", exp.id, spec.reported, test[spec.reported],
-             fitted.best_epoch, result_path)
+             fitted.best_epoch, paths.result(exp))
     return result
+
+
+def _load_result(path: str) -> dict:
+    with open(path) as f:
+        return json.load(f)
+
+
+def run_experiment(config, *, base_data: Optional[TaskData] = None) -> dict:
+    """Run (or resume, or skip if finished) the experiment ``config`` describes; return its results.
+
+    With ``config.num_seeds > 1`` this trains seeds ``seed .. seed + num_seeds - 1`` together
+    (:func:`run_seeds`) and returns the first seed's result."""
+    if int(config.num_seeds) > 1:
+        return run_seeds(config, base_data=base_data)[0]
+    exp = Experiment.from_config(config)
+    paths = Paths(config.persistent_dir)
+    if os.path.exists(paths.result(exp)):
+        log.info("%s already finished: %s", exp.id, paths.result(exp))
+        return _load_result(paths.result(exp))
+    _, data, seconds = _prepare(config, exp, paths, base_data)
+    model, graphdef, params = init_model(config, data, exp.seed)
+    log.info("%s: training %d epochs on %d examples", exp.id, config.max_epochs, len(data.splits["train"]))
+    fitted = fit(graphdef, params, data.splits["train"], data.splits["val"], seed=exp.seed,
+                 epochs=int(config.max_epochs), batch_size=int(config.batch_size), monitor=task_spec(exp.task).monitor,
+                 no_decay=model.no_weight_decay, learning_rate=float(config.learning_rate),
+                 weight_decay=float(config.weight_decay), pool_batches=int(config.pool_batches),
+                 checkpoint_dir=paths.checkpoints(exp), metrics_path=os.path.join(paths.run_dir(exp), "metrics.jsonl"))
+    return _finish(config, exp, paths, data, graphdef, fitted, seconds)
+
+
+def run_seeds(config, *, base_data: Optional[TaskData] = None) -> list[dict]:
+    """Seeds ``seed .. seed + num_seeds - 1`` of one experiment, trained together in one vmapped
+    program (:func:`~nlproar_jax.stacked_training.fit_stacked`); each seed writes the same files a
+    single run would. Finished seeds are skipped."""
+    from nlproar_jax.stacked_training import fit_stacked
+
+    paths = Paths(config.persistent_dir)
+    configs = []
+    for i in range(int(config.num_seeds)):
+        c = config.copy_and_resolve_references()
+        c.seed, c.num_seeds = int(config.seed) + i, 1
+        configs.append(c)
+    exps = [Experiment.from_config(c) for c in configs]
+    todo = [i for i, e in enumerate(exps) if not os.path.exists(paths.result(e))]
+    results = {i: _load_result(paths.result(e)) for i, e in enumerate(exps) if i not in todo}
+    if todo:
+        prepared = []
+        for i in todo:
+            base_data, data, seconds = _prepare(configs[i], exps[i], paths, base_data)
+            model, graphdef, params = init_model(configs[i], data, exps[i].seed)
+            prepared.append((data, seconds, params))
+        first = exps[todo[0]]
+        log.info("%s: training seeds %s together, %d epochs", first.id, [exps[i].seed for i in todo],
+                 config.max_epochs)
+        fitted = fit_stacked(
+            graphdef, [p for _, _, p in prepared], [d.splits["train"] for d, _, _ in prepared],
+            [d.splits["val"] for d, _, _ in prepared], [exps[i].seed for i in todo],
+            epochs=int(config.max_epochs), batch_size=int(config.batch_size), monitor=task_spec(first.task).monitor,
+            no_decay=model.no_weight_decay, learning_rate=float(config.learning_rate),
+            weight_decay=float(config.weight_decay), pool_batches=int(config.pool_batches),
+            checkpoint_dir=os.path.join(paths.run_dir(first), f"stacked-checkpoints-{len(todo)}"),
+            metrics_paths=[os.path.join(paths.run_dir(exps[i]), "metrics.jsonl") for i in todo])
+        for i, (data, seconds, _), fit_result in zip(todo, prepared, fitted):
+            results[i] = _finish(configs[i], exps[i], paths, data, graphdef, fit_result, seconds)
+        shutil.rmtree(os.path.join(paths.run_dir(first), f"stacked-checkpoints-{len(todo)}"), ignore_errors=True)
+    return [results[i] for i in range(len(exps))]

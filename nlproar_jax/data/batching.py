@@ -55,7 +55,7 @@ def make_batch(split: Split, rows: np.ndarray, batch_size: int) -> Batch:
     return Batch(tokens, split.labels[full].astype(np.int32), full.astype(np.int32), weight, aux)
 
 
-def _length_key(split: Split) -> np.ndarray:
+def length_key(split: Split) -> np.ndarray:
     lengths = split.main.lengths
     if split.aux is not None:  # sort on the bucket pair so both sequences pad tightly
         lengths = lengths * 100_000 + split.aux.lengths
@@ -64,7 +64,7 @@ def _length_key(split: Split) -> np.ndarray:
 
 def eval_batches(split: Split, batch_size: int) -> Iterator[Batch]:
     """All rows once, sorted by length (fewest padded positions), in fixed order."""
-    order = np.argsort(_length_key(split), kind="stable")
+    order = np.argsort(length_key(split), kind="stable")
     for start in range(0, len(order), batch_size):
         yield make_batch(split, order[start : start + batch_size], batch_size)
 
@@ -94,5 +94,5 @@ def train_batch_rows(n: int, lengths: np.ndarray, batch_size: int, seed: int, ep
 
 def train_batches(split: Split, batch_size: int, seed: int, epoch: int,
                   pool_batches: int = 50) -> Iterator[Batch]:
-    for rows in train_batch_rows(len(split), _length_key(split), batch_size, seed, epoch, pool_batches):
+    for rows in train_batch_rows(len(split), length_key(split), batch_size, seed, epoch, pool_batches):
         yield make_batch(split, rows, batch_size)

@@ -1,0 +1,60 @@
+"""Seeds trained together (vmapped over stacked parameters) equal seeds trained one by one."""
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from nlproar_jax.data.dataset import encode_task
+from nlproar_jax.data.synthetic import load as load_synthetic
+from nlproar_jax.models import build_model
+from nlproar_jax.roar import run_experiment
+from nlproar_jax.stacked_training import fit_stacked
+from nlproar_jax.training import evaluate, fit
+from test_pipeline import load_config
+
+# Stated tolerance: the same arithmetic up to float reassociation in batched matmuls.
+PARAM_ATOL = 1e-4
+METRIC_ATOL = 1e-3
+
+
+def test_stacked_fit_equals_separate_fits():
+    data = encode_task(load_synthetic(train_size=200, val_size=60, test_size=60))
+    seeds = [0, 1, 2]
+    models = [build_model(paired=False, vocab_size=len(data.vocab), num_classes=2, embedding_dim=8, hidden_size=8,
+                          seed=s) for s in seeds]
+    graphdef = nnx.split(models[0])[0]
+    params = [nnx.split(m)[1] for m in models]
+    kw = dict(epochs=2, batch_size=16, monitor="auroc", no_decay=models[0].no_weight_decay)
+    together = fit_stacked(graphdef, params, [data.splits["train"]] * 3, [data.splits["val"]] * 3, seeds, **kw)
+    for s, p, t in zip(seeds, params, together):
+        alone = fit(graphdef, p, data.splits["train"], data.splits["val"], seed=s, **kw)
+        assert t.best_epoch == alone.best_epoch
+        for a, b in zip(jax.tree.leaves(alone.best_params), jax.tree.leaves(t.best_params)):
+            np.testing.assert_allclose(a, b, atol=PARAM_ATOL)
+        m1 = evaluate(graphdef, alone.best_params, data.splits["test"], 16)
+        m2 = evaluate(graphdef, t.best_params, data.splits["test"], 16)
+        for k in m1:
+            assert m2[k] == pytest.approx(m1[k], abs=METRIC_ATOL)
+
+
+def test_num_seeds_writes_the_same_results_as_separate_runs(tmp_path):
+    c = load_config()
+    c.dataset.train_size, c.dataset.val_size, c.dataset.test_size = 100, 40, 40
+    c.embedding_dim = c.hidden_size = 6
+    c.max_epochs = 1
+    separate, together = c.copy_and_resolve_references(), c.copy_and_resolve_references()
+    separate.persistent_dir, together.persistent_dir = str(tmp_path / "a"), str(tmp_path / "b")
+    together.num_seeds = 2
+    run_experiment(together)
+    for seed in (0, 1):
+        separate.seed = seed
+        alone = run_experiment(separate)
+        with open(tmp_path / "b" / "results" / f"synthetic_rnn_s-{seed}.json") as f:
+            stacked = json.load(f)
+        assert stacked["experiment_id"] == alone["experiment_id"]
+        for k in alone["test"]:
+            assert stacked["test"][k] == pytest.approx(alone["test"][k], abs=METRIC_ATOL)
+        assert os.path.isdir(tmp_path / "b" / "runs" / f"synthetic_rnn_s-{seed}" / "model")
