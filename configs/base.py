@@ -47,5 +47,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.grid.recursive = True
     # --- where things go -------------------------------------------------------------------
     c.persistent_dir = "./runs"
+    # XLA's persistent compilation cache: later runs (and Slurm jobs sharing the directory) skip
+    # compiling. "" = <persistent_dir>/cache/xla; "none" turns it off.
+    c.compilation_cache_dir = ""
     c.config_file = ""  # filled in by the command line: the config path, for printed commands
     return c

@@ -176,7 +176,7 @@ def masked_data(paths: Paths, exp: Experiment, base_data: TaskData, config) -> T
 
 
 # -- one run -------------------------------------------------------------------------------
-_NOT_IDENTITY = ("persistent_dir", "data_dir", "config_file")
+_NOT_IDENTITY = ("persistent_dir", "data_dir", "config_file", "compilation_cache_dir")
 
 
 def _check_config(run_dir: str, config) -> None:

@@ -29,12 +29,27 @@ def setup_logging() -> None:
     logger.propagate = False
 
 
+def enable_compilation_cache(config) -> None:
+    """Turn on XLA's persistent compilation cache (see ``config.compilation_cache_dir``)."""
+    import os
+
+    import jax
+
+    directory = config.compilation_cache_dir or os.path.join(config.persistent_dir, "cache", "xla")
+    if directory == "none":
+        return
+    jax.config.update("jax_compilation_cache_dir", os.path.abspath(directory))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+
+
 def config_from_flags():
     """The parsed config with ``config_file`` filled in."""
     config = flags.FLAGS.config
     if config is None:
         raise app.UsageError("--config is required, e.g. --config=configs/synthetic.py")
     config.config_file = flags.FLAGS["config"].config_filename
+    enable_compilation_cache(config)
     return config
 
 

@@ -78,6 +78,36 @@ def evaluate(graphdef, params, split: Split, batch_size: int) -> dict[str, float
     return classification_metrics(predict_split(graphdef, params, split, batch_size), split.labels)
 
 
+class DataParallel:
+    """Data parallelism over every local device with ``jax.sharding``: batches are split along
+    their batch axis, parameters and optimiser state replicated; jit propagates the rest. With one
+    device the placements are no-ops, so single-device runs pay nothing."""
+
+    def __init__(self, batch_size: int, devices=None):
+        devices = list(devices or jax.local_devices())
+        n = len(devices)
+        while n > 1 and batch_size % n:  # use the most devices that divide the batch
+            n -= 1
+        self.mesh = jax.sharding.Mesh(np.array(devices[:n]), ("data",),
+                                      axis_types=(jax.sharding.AxisType.Auto,))
+        self.batch = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec("data"))
+        self.replicated = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
+
+    @property
+    def num_devices(self) -> int:
+        return self.mesh.size
+
+    def put_batch(self, batch: Batch) -> Batch:
+        if self.num_devices == 1:
+            return batch
+        return jax.tree.map(lambda x: jax.device_put(x, self.batch), batch)
+
+    def put_replicated(self, tree):
+        if self.num_devices == 1:
+            return tree
+        return jax.device_put(tree, self.replicated)
+
+
 def _write_jsonl(path: str, records: list) -> None:
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
@@ -106,6 +136,7 @@ def fit(graphdef, params, train: Split, val: Split, *, seed: int, epochs: int, b
     tx = original_optimizer(tuple(no_decay), float(learning_rate), float(weight_decay))
     # A private copy: the train step donates its state, and the caller keeps ``params``.
     state = TrainState(jax.tree.map(jnp.copy, params), tx.init(params))
+    parallel = DataParallel(batch_size)
     best_params, best_value, best_epoch, history, start = params, -np.inf, 0, [], 0
     ckpt = EpochCheckpoints(checkpoint_dir) if checkpoint_dir else None
     try:
@@ -113,11 +144,12 @@ def fit(graphdef, params, train: Split, val: Split, *, seed: int, epochs: int, b
             (state, best_params), meta = ckpt.restore(step, (state, best_params))
             best_value, best_epoch, history, start = meta["best_value"], meta["best_epoch"], meta["history"], step
             log.info("resumed after epoch %d of %d from %s", step, epochs, checkpoint_dir)
+        state = parallel.put_replicated(state)
         for epoch in range(start, epochs):
             t0 = time.perf_counter()
             losses, n_examples = [], 0
             for batch in train_batches(train, batch_size, seed, epoch, pool_batches):
-                state, loss = train_step(graphdef, tx, state, batch)
+                state, loss = train_step(graphdef, tx, state, parallel.put_batch(batch))
                 losses.append(loss)
                 n_examples += int(batch.weight.sum())
             train_loss = float(np.mean(jax.device_get(losses))) if losses else float("nan")
