@@ -17,10 +17,10 @@ SCRIPT = textwrap.dedent("""
     from nlproar_jax.training import DataParallel, evaluate, fit
     assert len(jax.devices()) == int(sys.argv[1])
     assert DataParallel(16).num_devices == int(sys.argv[1])
-    data = encode_task(load(train_size=96, val_size=32, test_size=32))
+    data = encode_task(load(train_size=64, val_size=16, test_size=16, max_length=12))
     model = build_model(paired=False, vocab_size=len(data.vocab), num_classes=2, embedding_dim=6, hidden_size=6, seed=0)
     g, p = nnx.split(model)
-    r = fit(g, p, data.splits["train"], data.splits["val"], seed=0, epochs=2, batch_size=16, monitor="auroc",
+    r = fit(g, p, data.splits["train"], data.splits["val"], seed=0, epochs=1, batch_size=16, monitor="auroc",
             no_decay=model.no_weight_decay)
     print(repr(evaluate(g, r.best_params, data.splits["test"], 16)["loss"]))
 """)

@@ -21,7 +21,7 @@ METRIC_ATOL = 1e-3
 
 
 def test_stacked_fit_equals_separate_fits():
-    data = encode_task(load_synthetic(train_size=200, val_size=60, test_size=60))
+    data = encode_task(load_synthetic(train_size=120, val_size=40, test_size=40, max_length=16))
     seeds = [0, 1, 2]
     models = [build_model(paired=False, vocab_size=len(data.vocab), num_classes=2, embedding_dim=8, hidden_size=8,
                           seed=s) for s in seeds]
@@ -43,6 +43,7 @@ def test_stacked_fit_equals_separate_fits():
 def test_num_seeds_writes_the_same_results_as_separate_runs(tmp_path):
     c = load_config()
     c.dataset.train_size, c.dataset.val_size, c.dataset.test_size = 100, 40, 40
+    c.dataset.max_length = 16
     c.embedding_dim = c.hidden_size = 6
     c.max_epochs = 1
     separate, together = c.copy_and_resolve_references(), c.copy_and_resolve_references()
