@@ -12,7 +12,8 @@ here.
 Expected k = 0 test accuracy: paper 48% (prior-work reference in the original's
 export/dataset_summary.py) (ORIGINAL.md section 8).
 
-Measured here: TODO(lead): fill in (seed(s), value, device, date).
+Measured here: seed 0, test accuracy 69.2% (best epoch 85), 2-core CPU, 2026-11-23.
+Reproduce: the command above (results/<task>_rnn_s-0.json under the persistent dir).
 """
 import importlib.util
 import os

@@ -12,7 +12,9 @@ file exists, run with --config.dataset.variant=en-10k for the original's setup.
 Expected k = 0 test accuracy: paper 62% (prior-work reference in the original's
 export/dataset_summary.py) (ORIGINAL.md section 8).
 
-Measured here: TODO(lead): fill in (seed(s), value, device, date).
+Measured here: seed 0, test accuracy 25.8% on the 1k files (best epoch 99 of 100: still learning), 2-core CPU,
+2026-11-23. The gap to 62% is the 10x smaller training set (850 vs 8,500 questions).
+Reproduce: the command above (results/<task>_rnn_s-0.json under the persistent dir).
 """
 import importlib.util
 import os

@@ -14,7 +14,8 @@ nlproar_jax.data.mimic --data-dir DIR --corpus-out notes.txt`, train word2vec (g
 
 Expected k = 0 test macro-F1: paper about 81% (ORIGINAL.md section 8).
 
-Measured here: TODO(lead): fill in (seed(s), value, device, date).
+Measured here: not measured: MIMIC-III is restricted data and none is available here.
+Reproduce: the command above (results/<task>_rnn_s-0.json under the persistent dir).
 """
 import importlib.util
 import os

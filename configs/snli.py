@@ -12,7 +12,9 @@ README expects roughly 60-65%); the run's notes say so and every reported number
 
 Expected k = 0 test accuracy: paper about 78% (with the full train split) (ORIGINAL.md section 8).
 
-Measured here: TODO(lead): fill in (seed(s), value, device, date).
+Measured here: seed 0, test micro-F1 57.0% (best epoch 3) on the dev-carved FALLBACK (8,365 training pairs,
+1.5% of SNLI's train split), 2-core CPU, 2026-11-23: not comparable with the paper's 78%.
+Reproduce: the command above (results/<task>_rnn_s-0.json under the persistent dir).
 """
 import importlib.util
 import os

@@ -10,7 +10,8 @@ available here; specials and OOV rows zero, as the original.
 
 Expected k = 0 test macro-F1: paper about 82% (ORIGINAL.md section 8).
 
-Measured here: TODO(lead): fill in (seed(s), value, device, date).
+Measured here: seed 0, test macro-F1 80.4% (best epoch 4), 2-core CPU, 2026-11-23.
+Reproduce: the command above (results/<task>_rnn_s-0.json under the persistent dir).
 """
 import importlib.util
 import os
