@@ -1,0 +1,298 @@
+"""Throughput of training and of every importance measure, JAX and (optionally) PyTorch + Captum.
+
+    python benchmarks/throughput.py --batch 32 --length 50 250 --torch --out benchmarks/results.jsonl
+
+prints one JSON object per line and figure: ``framework`` ("jax" / "torch" / "jax/torch" for the
+ratio row), ``figure`` ("train" or a measure name), ``batch``, ``length``, ``examples_per_s`` (median
+over ``repeats`` timed samples), ``tokens_per_s``, the per-sample values, the device, versions and
+every setting. With ``--torch`` the two frameworks run in the same process, interleaved per repeat
+(order alternating), so machine noise hits both alike. Each sample runs enough calls to last
+``--min-time`` seconds, after a warm-up (compilation) that is not timed; JAX results are
+``block_until_ready``-ed.
+
+The model is the task model (vocab 20k, embedding 300, BiLSTM 128 per direction by default) with
+random parameters; every row is full length (``[CLS]`` words ``[EOS]``, no padding), so both
+frameworks do the same work. PyTorch's figures are the original's implementation
+(``benchmarks/torch_reference.py``): the gradient measure computes the full ``B x T x V`` product
+as the original does (``--torch-gradient efficient`` for ``E^T E``); integrated gradients is
+Captum's ``IntegratedGradients`` (textbook IG, which is why JAX runs ``--ig-variant textbook`` by
+default; both variants cost the same), or the original's sequential loop (``--torch-ig loop``).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+FIGURES = ("train", "random", "mutual_information", "attention", "gradient", "input_times_gradient",
+           "integrated_gradient")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--length", type=int, nargs="+", default=[50], help="main-sequence length(s), [CLS]/[EOS] included")
+    p.add_argument("--vocab", type=int, default=20000)
+    p.add_argument("--embedding", type=int, default=300)
+    p.add_argument("--hidden", type=int, default=128)
+    p.add_argument("--classes", type=int, default=2)
+    p.add_argument("--ig-steps", type=int, default=50)
+    p.add_argument("--ig-variant", default="textbook", choices=("textbook", "alpha_weighted"))
+    p.add_argument("--ig-chunk", type=int, default=-1,
+                   help="JAX IG points per vmapped chunk: -1 = what a ROAR run uses "
+                        "(nlproar_jax.roar.ig_chunk_size), 0 = all at once, N = N")
+    p.add_argument("--unroll", type=int, default=0,
+                   help="lax.scan unroll of the JAX BiLSTM (0 = the library's default)")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--min-time", type=float, default=1.0, help="seconds per timed sample (at least one call)")
+    p.add_argument("--paired", action="store_true", help="the paired model (SNLI / bAbI shape)")
+    p.add_argument("--aux-length", type=int, default=16, help="auxiliary-sequence length with --paired")
+    p.add_argument("--figures", nargs="+", default=list(FIGURES), choices=FIGURES)
+    p.add_argument("--torch", action="store_true", help="also run PyTorch (+ Captum), interleaved")
+    p.add_argument("--torch-ig", default="captum", choices=("captum", "loop", "both"))
+    p.add_argument("--torch-gradient", default="original", choices=("original", "efficient"))
+    p.add_argument("--torch-threads", type=int, nargs="+", default=[0],
+                   help="torch.set_num_threads value(s), each timed as its own torch variant (0 = torch's "
+                        "default); on a loaded machine 2 OpenMP threads can be far slower than 1")
+    p.add_argument("--xla-flags", default="", help="appended to XLA_FLAGS before JAX is imported")
+    p.add_argument("--malloc-hugetlb", type=int, default=1, choices=(0, 1),
+                   help="1: re-run this process with GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (malloc asks for "
+                        "transparent huge pages), which both frameworks share; on this VM page faults on fresh "
+                        "buffers cost up to a third of a training step. 0: the environment as it is")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="also append the JSON lines to this file")
+    return p.parse_args(argv)
+
+
+def cpu_model() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def make_tokens(rng, batch: int, length: int, vocab: int):
+    """``<int32>[batch, length]``: [CLS] words [EOS], every row full length (words are ids >= 3)."""
+    import numpy as np
+
+    tokens = rng.integers(3, vocab, size=(batch, length)).astype(np.int32)
+    tokens[:, 0], tokens[:, -1] = 1, 2
+    return tokens
+
+
+class Timer:
+    """Times ``fn`` (which must block until its result is ready) in samples of ``calls`` calls;
+    ``setup`` (untimed) runs before the warm-up and before every sample."""
+
+    def __init__(self, fn, min_time: float, setup=None):
+        self.fn, self.setup = fn, setup or (lambda: None)
+        self.setup()
+        self.fn()  # compile / warm up
+        t0 = time.perf_counter()
+        self.fn()
+        once = time.perf_counter() - t0
+        self.calls = max(1, math.ceil(min_time / max(once, 1e-6)))
+        self.samples: list[float] = []  # seconds per call
+
+    def sample(self) -> None:
+        self.setup()
+        t0 = time.perf_counter()
+        for _ in range(self.calls):
+            self.fn()
+        self.samples.append((time.perf_counter() - t0) / self.calls)
+
+
+HUGETLB = "glibc.malloc.hugetlb=1"
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    if argv is None and args.malloc_hugetlb and HUGETLB not in tunables:
+        env = dict(os.environ, GLIBC_TUNABLES=":".join(t for t in (tunables, HUGETLB) if t))
+        os.execve(sys.executable, [sys.executable, os.path.abspath(__file__), *sys.argv[1:]], env)
+    if args.xla_flags:
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + args.xla_flags).strip()
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import flax
+    from flax import nnx
+
+    from nlproar_jax.data.batching import Batch
+    from nlproar_jax.importance import ImportanceOptions, compute_importance
+    from nlproar_jax.models import build_model
+    from nlproar_jax.optim import original_optimizer
+    from nlproar_jax.training import TrainState, train_step
+
+    import jaxlib
+
+    versions = {"python": platform.python_version(), "jax": jax.__version__, "jaxlib": jaxlib.__version__,
+                "flax": flax.__version__, "numpy": np.__version__}
+    if args.torch:
+        import torch
+        import captum
+
+        from benchmarks import torch_reference as tr
+
+        default_threads = torch.get_num_threads()
+        thread_counts = [n or default_threads for n in args.torch_threads]
+        versions.update(torch=torch.__version__, captum=captum.__version__)
+        torch.manual_seed(args.seed)
+
+    device = {"jax_device": str(jax.devices()[0].device_kind), "jax_platform": jax.devices()[0].platform,
+              "cpu": cpu_model(), "cpu_count": os.cpu_count(),
+              "torch_default_threads": default_threads if args.torch else None,
+              "xla_flags": os.environ.get("XLA_FLAGS", ""), "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
+              "transparent_hugepage": _read("/sys/kernel/mm/transparent_hugepage/enabled")}
+    settings = {"vocab": args.vocab, "embedding": args.embedding, "hidden": args.hidden, "classes": args.classes,
+                "ig_steps": args.ig_steps, "ig_variant": args.ig_variant, "ig_chunk": args.ig_chunk,
+                "unroll": args.unroll, "repeats": args.repeats, "median": True, "min_time": args.min_time,
+                "paired": args.paired, "aux_length": args.aux_length if args.paired else None,
+                "torch_ig": args.torch_ig if args.torch else None,
+                "torch_gradient": args.torch_gradient if args.torch else None}
+    out = open(args.out, "a") if args.out else None
+
+    def emit(row):
+        line = json.dumps(row)
+        print(line, flush=True)
+        if out:
+            out.write(line + "\n")
+            out.flush()
+
+    model_kwargs = {} if not args.unroll else {"unroll": args.unroll}
+    model = build_model(paired=args.paired, vocab_size=args.vocab, num_classes=args.classes,
+                        embedding_dim=args.embedding, hidden_size=args.hidden, seed=args.seed, **model_kwargs)
+    graphdef, params = nnx.split(model)
+    mi_table = jnp.asarray(np.random.default_rng(args.seed).random(args.vocab, dtype=np.float32))
+    key = jax.random.key(args.seed)
+    if args.torch:
+        torch_model = tr.from_jax(model)
+        torch_table = torch.from_numpy(np.array(mi_table))
+        generator = torch.Generator().manual_seed(args.seed)
+
+    for length in args.length:
+        rng = np.random.default_rng([args.seed, length])
+        tokens = make_tokens(rng, args.batch, length, args.vocab)
+        labels = rng.integers(0, args.classes, args.batch).astype(np.int32)
+        aux = make_tokens(rng, args.batch, args.aux_length, args.vocab) if args.paired else None
+        batch = jax.device_put(Batch(tokens, labels, np.arange(args.batch, dtype=np.int32),
+                                     np.ones(args.batch, np.float32), aux))
+        if args.torch:
+            t_tokens = torch.from_numpy(tokens.astype(np.int64))
+            t_labels = torch.from_numpy(labels.astype(np.int64))
+            t_aux = None if aux is None else torch.from_numpy(aux.astype(np.int64))
+
+        chunk = args.ig_chunk
+        if chunk < 0:
+            from nlproar_jax.roar import ig_chunk_size
+
+            chunk = ig_chunk_size(args.batch, length, args.hidden, args.ig_steps)
+        options = ImportanceOptions(ig_steps=args.ig_steps, ig_variant=args.ig_variant, ig_chunk_size=chunk)
+        settings["ig_chunk_used"] = chunk or args.ig_steps
+        for figure in args.figures:
+            jax_fn = _jax_fn(figure, graphdef, params, batch, key, options, mi_table, args,
+                             jax=jax, original_optimizer=original_optimizer, TrainState=TrainState,
+                             train_step=train_step, compute_importance=compute_importance, model=model)
+            timers = {"jax": Timer(jax_fn, args.min_time)}
+            if args.torch:
+                impls = ([args.torch_ig] if args.torch_ig != "both" else ["captum", "loop"]) \
+                    if figure == "integrated_gradient" else [None]
+                for impl in impls:
+                    for n in thread_counts:
+                        fn = _torch_fn(figure, impl, torch_model, t_tokens, t_labels, t_aux, torch_table,
+                                       generator, args, torch=torch, tr=tr)
+                        timers[f"torch:{impl or ''}:{n}"] = Timer(fn, args.min_time,
+                                                                 lambda n=n: torch.set_num_threads(n))
+            names = list(timers)
+            for r in range(args.repeats):  # interleaved, the order alternating per repeat
+                for name in (names if r % 2 == 0 else names[::-1]):
+                    timers[name].sample()
+            medians = {}
+            for name, timer in timers.items():
+                framework, impl, threads = (name.split(":") + ["", ""])[:3]
+                seconds = statistics.median(timer.samples)
+                medians[name] = args.batch / seconds
+                emit({"framework": framework, "figure": figure, **({"impl": impl} if impl else {}),
+                      **({"torch_threads": int(threads)} if threads else {}),
+                      "batch": args.batch, "length": length, "examples_per_s": medians[name],
+                      "tokens_per_s": medians[name] * length, "seconds_per_call": seconds,
+                      "samples_examples_per_s": [args.batch / s for s in timer.samples],
+                      "calls_per_sample": timer.calls, **settings, "device": device, "versions": versions})
+            by_impl: dict[str, list[str]] = {}
+            for name in names[1:]:
+                by_impl.setdefault(name.split(":")[1], []).append(name)
+            for impl, variants in by_impl.items():
+                best = max(variants, key=medians.get)  # the fastest torch thread count: a conservative ratio
+                emit({"framework": "jax/torch", "figure": figure, **({"impl": impl} if impl else {}),
+                      "batch": args.batch, "length": length, "ratio": medians["jax"] / medians[best],
+                      "jax_examples_per_s": medians["jax"], "torch_examples_per_s": medians[best],
+                      "torch_threads": int(best.split(":")[2]),
+                      "ratios_by_torch_threads": {v.split(":")[2]: medians["jax"] / medians[v] for v in variants},
+                      **settings, "device": device, "versions": versions})
+    if out:
+        out.close()
+    return 0
+
+
+def _jax_fn(figure, graphdef, params, batch, key, options, table, args, *, jax, original_optimizer, TrainState,
+            train_step, compute_importance, model):
+    if figure == "train":
+        tx = original_optimizer(tuple(model.no_weight_decay), 1e-3, 1e-5)
+        holder = [TrainState(jax.tree.map(lambda x: x.copy(), params), tx.init(params))]
+
+        def step():
+            holder[0], loss = train_step(graphdef, tx, holder[0], batch)
+            loss.block_until_ready()
+        return step
+
+    table_ = table if figure == "mutual_information" else None
+    return lambda: compute_importance(figure, graphdef, params, batch, key, options, table_).block_until_ready()
+
+
+def _torch_fn(figure, impl, model, tokens, labels, aux, table, generator, args, *, torch, tr):
+    if figure == "train":
+        train_model = copy.deepcopy(model)  # training changes the weights; the measures keep theirs
+        optimizer = tr.original_optimizer(train_model, 1e-3, 1e-5)
+        return lambda: tr.train_step(train_model, optimizer, tokens, labels, aux)
+    if figure == "random":
+        return lambda: tr.random(tokens, generator)
+    if figure == "mutual_information":
+        return lambda: tr.mutual_information(tokens, table)
+    if figure == "attention":
+        return lambda: tr.attention(model, tokens, aux)
+    if figure == "gradient":
+        return lambda: tr.gradient(model, tokens, labels, aux, efficient=args.torch_gradient == "efficient")
+    if figure == "input_times_gradient":
+        return lambda: tr.input_times_gradient(model, tokens, labels, aux)
+    if figure == "integrated_gradient":
+        if impl == "captum":
+            return lambda: tr.integrated_gradient_captum(model, tokens, labels, aux, steps=args.ig_steps)
+        return lambda: tr.integrated_gradient_loop(model, tokens, labels, aux, args.ig_steps, args.ig_variant)
+    raise ValueError(f"unknown figure {figure!r}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
