@@ -20,7 +20,6 @@ import statistics
 import time
 
 import jax
-import numpy as np
 from flax import nnx
 
 from nlproar_jax.data.dataset import encode_task

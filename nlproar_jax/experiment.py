@@ -13,7 +13,7 @@ import json
 import os
 from typing import Optional
 
-from nlproar_jax.data.registry import TASKS, task_spec
+from nlproar_jax.data.registry import task_spec
 from nlproar_jax.importance import IG_VARIANTS, canonical_measure
 from nlproar_jax.masking import STRATEGIES
 

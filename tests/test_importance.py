@@ -1,6 +1,5 @@
 """Importance measures: the math (finite differences, IG completeness, the original's IG form, MI),
 the contracts (batched == per example, padding never changes a score), and no retracing."""
-import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -8,7 +7,6 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from conftest import make_batch
 from nlproar_jax.data.dataset import Ragged
 from nlproar_jax.importance import (
     MEASURES,

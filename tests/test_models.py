@@ -1,6 +1,5 @@
 """Models: the BiLSTM matches a per-example loop, padding is never processed, attention skips specials."""
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

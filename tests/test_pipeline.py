@@ -6,7 +6,6 @@ import sys
 
 import numpy as np
 import pytest
-from ml_collections import config_flags
 
 from conftest import REPO_ROOT
 from nlproar_jax.data.dataset import TaskData

@@ -6,7 +6,6 @@ library requirements, so without them this module is skipped.
 """
 from __future__ import annotations
 
-import dataclasses
 import sys
 from pathlib import Path
 

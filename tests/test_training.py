@@ -1,6 +1,5 @@
 """Training: every parameter moves, loss falls, and an interrupted run resumed equals an uninterrupted one."""
 import json
-import os
 
 import jax
 import numpy as np
