@@ -25,7 +25,11 @@ def get_config() -> ml_collections.ConfigDict:
     c.learning_rate = 1e-3
     c.weight_decay = 1e-5
     c.pool_batches = 50  # sort by length inside pools of this many batches; 0 = plain shuffle
-    c.num_seeds = 1  # >1: train seeds seed..seed+num_seeds-1 together in one vmapped program
+    c.num_seeds = 1  # >1: train seeds seed..seed+num_seeds-1 together in one process
+    # How seeds train together: "vmap" (one program over stacked parameters: accelerators), "loop"
+    # (one after another, sharing start-up, data and compilation: faster on a CPU), "auto" (vmap
+    # unless the default backend is the CPU).
+    c.seeds_together = "auto"
     # --- ROAR ----------------------------------------------------------------------------
     c.k = 0  # 0 = the unmasked base model
     c.roar_strategy = "quantile"  # "count" (k tokens) | "quantile" (k% of eligible tokens)

@@ -176,7 +176,8 @@ def masked_data(paths: Paths, exp: Experiment, base_data: TaskData, config) -> T
 
 
 # -- one run -------------------------------------------------------------------------------
-_NOT_IDENTITY = ("persistent_dir", "data_dir", "config_file", "compilation_cache_dir")
+_NOT_IDENTITY = ("persistent_dir", "data_dir", "config_file", "compilation_cache_dir", "seeds_together")
+SEEDS_TOGETHER = ("auto", "vmap", "loop")
 
 
 def _check_config(run_dir: str, config) -> None:
@@ -282,17 +283,28 @@ def run_experiment(config, *, base_data: Optional[TaskData] = None) -> dict:
 
 
 def run_seeds(config, *, base_data: Optional[TaskData] = None) -> list[dict]:
-    """Seeds ``seed .. seed + num_seeds - 1`` of one experiment, trained together in one vmapped
-    program (:func:`~nlproar_jax.stacked_training.fit_stacked`); each seed writes the same files a
-    single run would. Finished seeds are skipped."""
+    """Seeds ``seed .. seed + num_seeds - 1`` of one experiment in this process; each seed writes the
+    same files a single run would, and finished seeds are skipped.
+
+    ``config.seeds_together``: "vmap" trains them in one vmapped program
+    (:func:`~nlproar_jax.stacked_training.fit_stacked`); "loop" trains them one after another,
+    sharing start-up, data and compiled steps (on a CPU, already compute-bound on one model, this
+    is the faster); "auto" picks vmap on accelerators and loop on the CPU."""
     from nlproar_jax.stacked_training import fit_stacked
 
-    paths = Paths(config.persistent_dir)
+    mode = config.seeds_together
+    if mode not in SEEDS_TOGETHER:
+        raise ValueError(f"unknown seeds_together {mode!r}; valid: {list(SEEDS_TOGETHER)}")
+    if mode == "auto":
+        mode = "loop" if jax.default_backend() == "cpu" else "vmap"
     configs = []
     for i in range(int(config.num_seeds)):
         c = config.copy_and_resolve_references()
         c.seed, c.num_seeds = int(config.seed) + i, 1
         configs.append(c)
+    if mode == "loop":
+        return [run_experiment(c, base_data=base_data) for c in configs]
+    paths = Paths(config.persistent_dir)
     exps = [Experiment.from_config(c) for c in configs]
     todo = [i for i, e in enumerate(exps) if not os.path.exists(paths.result(e))]
     results = {i: _load_result(paths.result(e)) for i, e in enumerate(exps) if i not in todo}

@@ -40,7 +40,8 @@ def test_stacked_fit_equals_separate_fits():
             assert m2[k] == pytest.approx(m1[k], abs=METRIC_ATOL)
 
 
-def test_num_seeds_writes_the_same_results_as_separate_runs(tmp_path):
+@pytest.mark.parametrize("mode", ["vmap", "loop"])
+def test_num_seeds_writes_the_same_results_as_separate_runs(tmp_path, mode):
     c = load_config()
     c.dataset.train_size, c.dataset.val_size, c.dataset.test_size = 100, 40, 40
     c.dataset.max_length = 16
@@ -49,7 +50,12 @@ def test_num_seeds_writes_the_same_results_as_separate_runs(tmp_path):
     separate, together = c.copy_and_resolve_references(), c.copy_and_resolve_references()
     separate.persistent_dir, together.persistent_dir = str(tmp_path / "a"), str(tmp_path / "b")
     together.num_seeds = 2
+    together.seeds_together = mode
     run_experiment(together)
+    with pytest.raises(ValueError, match="seeds_together.*vmap"):
+        bad = together.copy_and_resolve_references()
+        bad.seeds_together = "threads"
+        run_experiment(bad)
     for seed in (0, 1):
         separate.seed = seed
         alone = run_experiment(separate)
