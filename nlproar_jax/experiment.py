@@ -16,6 +16,7 @@ from typing import Optional
 from nlproar_jax.data.registry import task_spec
 from nlproar_jax.importance import IG_VARIANTS, canonical_measure
 from nlproar_jax.masking import STRATEGIES
+from nlproar_jax.run_names import measure_tag
 
 EMBEDDING_OOV = ("zero", "normal")
 DEFAULT_STEP = {"count": 1, "quantile": 10}
@@ -74,9 +75,7 @@ class Experiment:
 
     @property
     def measure_tag(self) -> str:
-        if self.measure == "integrated_gradient":
-            return f"{self.measure}-{self.ig_steps}{'a' if self.ig_variant == 'alpha_weighted' else 't'}"
-        return self.measure
+        return measure_tag(self.measure, self.ig_steps, self.ig_variant)
 
     @property
     def id(self) -> str:

@@ -26,6 +26,7 @@ import os
 import sys
 from typing import Iterable, Optional, Sequence
 
+from nlproar_jax.run_names import measure_tag as experiment_measure_tag
 from nlproar_jax.faithfulness import FULL_MASK_K, MeanCI, faithfulness, mean_ci
 from nlproar_jax.summary import load_results
 
@@ -45,7 +46,7 @@ def measure_tag(result: dict) -> str:
     """The measure with its settings where they matter (``integrated_gradient-50a``), as in run ids."""
     if result.get("measure") != "integrated_gradient" or "ig_steps" not in result:
         return result.get("measure", "")
-    return f"integrated_gradient-{result['ig_steps']}{'a' if result.get('ig_variant') == 'alpha_weighted' else 't'}"
+    return experiment_measure_tag(result["measure"], result["ig_steps"], result.get("ig_variant"))
 
 
 def roar_kind(result: dict) -> str:

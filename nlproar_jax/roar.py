@@ -208,6 +208,19 @@ def environment() -> dict:
                          "orbax-checkpoint": orbax.checkpoint.__version__, "numpy": np.__version__}}
 
 
+def load_base_data(config) -> TaskData:
+    """The config's encoded task, unmasked (through the dataset cache under ``persistent_dir``)."""
+    return load_task(config.task, data_dir=config.data_dir, min_df=int(config.min_df),
+                     options=config.dataset.to_dict(), cache_dir=Paths(config.persistent_dir).dataset_cache)
+
+
+def _fit_settings(config, exp: Experiment, model) -> dict:
+    """The keyword arguments ``fit`` and ``fit_stacked`` share: the original's schedule from ``config``."""
+    return dict(epochs=int(config.max_epochs), batch_size=int(config.batch_size), monitor=task_spec(exp.task).monitor,
+                no_decay=model.no_weight_decay, learning_rate=float(config.learning_rate),
+                weight_decay=float(config.weight_decay), pool_batches=int(config.pool_batches))
+
+
 def _prepare(config, exp: Experiment, paths: Paths, base_data: Optional[TaskData]):
     """``(base_data, data, seconds)``: the task and the (masked) dataset ``exp`` trains on."""
     run_dir = paths.run_dir(exp)
@@ -216,8 +229,7 @@ def _prepare(config, exp: Experiment, paths: Paths, base_data: Optional[TaskData
     seconds = {}
     t0 = time.perf_counter()
     if base_data is None:
-        base_data = load_task(exp.task, data_dir=config.data_dir, min_df=int(config.min_df),
-                              options=config.dataset.to_dict(), cache_dir=paths.dataset_cache)
+        base_data = load_base_data(config)
     seconds["load_data"] = time.perf_counter() - t0
     data = base_data
     if not exp.is_base:
@@ -275,10 +287,8 @@ def run_experiment(config, *, base_data: Optional[TaskData] = None) -> dict:
     model, graphdef, params = init_model(config, data, exp.seed)
     log.info("%s: training %d epochs on %d examples", exp.id, config.max_epochs, len(data.splits["train"]))
     fitted = fit(graphdef, params, data.splits["train"], data.splits["val"], seed=exp.seed,
-                 epochs=int(config.max_epochs), batch_size=int(config.batch_size), monitor=task_spec(exp.task).monitor,
-                 no_decay=model.no_weight_decay, learning_rate=float(config.learning_rate),
-                 weight_decay=float(config.weight_decay), pool_batches=int(config.pool_batches),
-                 checkpoint_dir=paths.checkpoints(exp), metrics_path=os.path.join(paths.run_dir(exp), "metrics.jsonl"))
+                 checkpoint_dir=paths.checkpoints(exp), metrics_path=os.path.join(paths.run_dir(exp), "metrics.jsonl"),
+                 **_fit_settings(config, exp, model))
     return _finish(config, exp, paths, data, graphdef, fitted, seconds)
 
 
@@ -302,7 +312,8 @@ def run_seeds(config, *, base_data: Optional[TaskData] = None) -> list[dict]:
         c = config.copy_and_resolve_references()
         c.seed, c.num_seeds = int(config.seed) + i, 1
         configs.append(c)
-    if mode == "loop":
+    if mode == "loop":  # the task is loaded once for all seeds
+        base_data = base_data if base_data is not None else load_base_data(config)
         return [run_experiment(c, base_data=base_data) for c in configs]
     paths = Paths(config.persistent_dir)
     exps = [Experiment.from_config(c) for c in configs]
@@ -320,10 +331,7 @@ def run_seeds(config, *, base_data: Optional[TaskData] = None) -> list[dict]:
         fitted = fit_stacked(
             graphdef, [p for _, _, p in prepared], [d.splits["train"] for d, _, _ in prepared],
             [d.splits["val"] for d, _, _ in prepared], [exps[i].seed for i in todo],
-            epochs=int(config.max_epochs), batch_size=int(config.batch_size), monitor=task_spec(first.task).monitor,
-            no_decay=model.no_weight_decay, learning_rate=float(config.learning_rate),
-            weight_decay=float(config.weight_decay), pool_batches=int(config.pool_batches),
-            checkpoint_dir=os.path.join(paths.run_dir(first), f"stacked-checkpoints-{len(todo)}"),
+            **_fit_settings(config, first, model), checkpoint_dir=os.path.join(paths.run_dir(first), f"stacked-checkpoints-{len(todo)}"),
             metrics_paths=[os.path.join(paths.run_dir(exps[i]), "metrics.jsonl") for i in todo])
         for i, (data, seconds, _), fit_result in zip(todo, prepared, fitted):
             results[i] = _finish(configs[i], exps[i], paths, data, graphdef, fit_result, seconds)

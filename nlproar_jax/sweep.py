@@ -44,13 +44,10 @@ def main(argv) -> None:
 def run_plan(config, plan) -> None:
     """Run ``plan`` (a list of :class:`~nlproar_jax.plan.PlannedRun`, in dependency order) in this
     process, loading the task once; finished runs are skipped by :func:`~nlproar_jax.roar.run_experiment`."""
-    from nlproar_jax.data.registry import load_task
-    from nlproar_jax.experiment import Paths
-    from nlproar_jax.roar import run_experiment
+    from nlproar_jax.roar import load_base_data, run_experiment
 
     log = logging.getLogger("nlproar_jax")
-    data = load_task(config.task, data_dir=config.data_dir, min_df=int(config.min_df),
-                     options=config.dataset.to_dict(), cache_dir=Paths(config.persistent_dir).dataset_cache)
+    data = load_base_data(config)
     t0 = time.perf_counter()
     for i, run in enumerate(plan, 1):
         log.info("[%d/%d] %s", i, len(plan), run.id)
