@@ -1,7 +1,8 @@
 """Markdown table from ``throughput.py`` JSON lines: ``python benchmarks/summarize.py results.jsonl``.
 
 One row per (figure, length[, torch implementation]): JAX examples/s, the fastest PyTorch
-examples/s over the timed thread counts (with that count), and their ratio.
+examples/s over the timed thread counts (with that count), their ratio, and the ratio against
+each timed thread count.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ def table(rows: list[dict]) -> str:
                   for r in rows if r["framework"] == "torch"}
     ratios = [r for r in rows if r["framework"] == "jax/torch"]
     lines = ["| figure | length | jax ex/s (samples min-max) | torch ex/s (samples min-max) [threads] "
-             "| ratio jax/torch |", "|---|---|---|---|---|"]
+             "| ratio jax/torch | ratio by torch threads |", "|---|---|---|---|---|---|"]
     seen = set()
 
     def spread(r):
@@ -26,12 +27,13 @@ def table(rows: list[dict]) -> str:
         name = r["figure"] + (f" ({r['impl']})" if r.get("impl") else "")
         j = jax_rows[(r["figure"], r["length"])]
         t = torch_rows[(r["figure"], r["length"], r.get("impl", ""), r["torch_threads"])]
+        by = ", ".join(f"{n}: {v:.2f}" for n, v in sorted(r.get("ratios_by_torch_threads", {}).items()))
         lines.append(f"| {name} | {r['length']} | {spread(j)} | {spread(t)} [{r['torch_threads']}] "
-                     f"| {r['ratio']:.2f} |")
+                     f"| {r['ratio']:.2f} | {by} |")
         seen.add((r["figure"], r["length"]))
     for key, r in jax_rows.items():
         if key not in seen:
-            lines.append(f"| {r['figure']} | {r['length']} | {spread(r)} | - | - |")
+            lines.append(f"| {r['figure']} | {r['length']} | {spread(r)} | - | - | - |")
     return "\n".join(lines)
 
 

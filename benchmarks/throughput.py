@@ -67,6 +67,10 @@ def parse_args(argv=None):
                    help="1: re-run this process with GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (malloc asks for "
                         "transparent huge pages), which both frameworks share; on this VM page faults on fresh "
                         "buffers cost up to a third of a training step. 0: the environment as it is")
+    p.add_argument("--cpus", type=int, default=0,
+                   help="N > 0: pin this process (both frameworks) to its first N allowed CPUs before either "
+                        "starts, e.g. 1 for the per-core throughput that decides how fast a grid of "
+                        "one-core runs goes; 0: every allowed CPU")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="also append the JSON lines to this file")
     return p.parse_args(argv)
@@ -122,18 +126,17 @@ class Timer:
         self.samples.append((time.perf_counter() - t0) / self.calls)
 
 
-HUGETLB = "glibc.malloc.hugetlb=1"
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
-    tunables = os.environ.get("GLIBC_TUNABLES", "")
-    if argv is None and args.malloc_hugetlb and HUGETLB not in tunables:
-        env = dict(os.environ, GLIBC_TUNABLES=":".join(t for t in (tunables, HUGETLB) if t))
-        os.execve(sys.executable, [sys.executable, os.path.abspath(__file__), *sys.argv[1:]], env)
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from nlproar_jax.malloc import reexec_with_hugetlb
+
+    if argv is None and args.malloc_hugetlb:
+        reexec_with_hugetlb([sys.executable, os.path.abspath(__file__), *sys.argv[1:]])
+    if args.cpus:  # before JAX and PyTorch size their thread pools from the affinity mask
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[: args.cpus])
     if args.xla_flags:
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + args.xla_flags).strip()
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
     import jax
     import jax.numpy as jnp
@@ -163,7 +166,7 @@ def main(argv=None) -> int:
         torch.manual_seed(args.seed)
 
     device = {"jax_device": str(jax.devices()[0].device_kind), "jax_platform": jax.devices()[0].platform,
-              "cpu": cpu_model(), "cpu_count": os.cpu_count(),
+              "cpu": cpu_model(), "cpu_count": os.cpu_count(), "cpus_used": len(os.sched_getaffinity(0)),
               "torch_default_threads": default_threads if args.torch else None,
               "xla_flags": os.environ.get("XLA_FLAGS", ""), "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
               "transparent_hugepage": _read("/sys/kernel/mm/transparent_hugepage/enabled")}

@@ -54,5 +54,8 @@ def get_config() -> ml_collections.ConfigDict:
     # XLA's persistent compilation cache: later runs (and Slurm jobs sharing the directory) skip
     # compiling. "" = <persistent_dir>/cache/xla; "none" turns it off.
     c.compilation_cache_dir = ""
+    # Linux/glibc: re-run the command once with GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (fewer page
+    # faults on XLA's per-step buffers: faster on CPU, same results; nlproar_jax/malloc.py).
+    c.malloc_hugetlb = True
     c.config_file = ""  # filled in by the command line: the config path, for printed commands
     return c

@@ -176,7 +176,8 @@ def masked_data(paths: Paths, exp: Experiment, base_data: TaskData, config) -> T
 
 
 # -- one run -------------------------------------------------------------------------------
-_NOT_IDENTITY = ("persistent_dir", "data_dir", "config_file", "compilation_cache_dir", "seeds_together")
+_NOT_IDENTITY = ("persistent_dir", "data_dir", "config_file", "compilation_cache_dir", "seeds_together",
+                 "malloc_hugetlb")
 SEEDS_TOGETHER = ("auto", "vmap", "loop")
 
 
@@ -204,6 +205,7 @@ def environment() -> dict:
     device = jax.devices()[0]
     return {"device": f"{device.platform}:{getattr(device, 'device_kind', '')}", "device_count": jax.device_count(),
             "hostname": platform.node(), "python": platform.python_version(),
+            "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
             "versions": {"jax": jax.__version__, "flax": flax.__version__, "optax": optax.__version__,
                          "orbax-checkpoint": orbax.checkpoint.__version__, "numpy": np.__version__}}
 

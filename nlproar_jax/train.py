@@ -44,10 +44,15 @@ def enable_compilation_cache(config) -> None:
 
 
 def config_from_flags():
-    """The parsed config with ``config_file`` filled in."""
+    """The parsed config with ``config_file`` filled in. With ``config.malloc_hugetlb`` (the
+    default) this first re-runs the command under ``glibc.malloc.hugetlb=1`` where that applies."""
     config = flags.FLAGS.config
     if config is None:
         raise app.UsageError("--config is required, e.g. --config=configs/synthetic.py")
+    if config.get("malloc_hugetlb", False):
+        from nlproar_jax.malloc import reexec_with_hugetlb
+
+        reexec_with_hugetlb()
     config.config_file = flags.FLAGS["config"].config_filename
     enable_compilation_cache(config)
     return config

@@ -36,11 +36,11 @@ def attention_mask(tokens: jax.Array) -> jax.Array:
     return tokens >= FIRST_ELIGIBLE
 
 
-def masked_softmax(scores: jax.Array, mask: jax.Array) -> jax.Array:
-    """Softmax over the last axis restricted to ``mask``; exactly 0 where masked.
+def masked_softmax(scores: jax.Array, mask: jax.Array, axis: int = -1) -> jax.Array:
+    """Softmax over ``axis`` restricted to ``mask``; exactly 0 where masked.
 
     Uses a large finite negative instead of -inf so a row with nothing attended
     (only filler rows can be like that) gives finite values, never NaN.
     """
     scores = jnp.where(mask, scores, -1e30)
-    return jax.nn.softmax(scores, axis=-1) * mask
+    return jax.nn.softmax(scores, axis=axis) * mask

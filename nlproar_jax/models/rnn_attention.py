@@ -8,6 +8,11 @@ Two models share one interface, the seam attribution needs:
   ``P = encoder.project(e)`` is the LSTM input projection (linear in ``e``);
 * :meth:`logits_from_embeddings` ``(e, tokens, aux) -> (logits, attention)``.
 
+Inside, everything runs time-major (``[seq_len, batch, ...]``, what the recurrence
+scans over): :meth:`__call__`, the training path, gathers the embeddings with
+``tokens.T`` so no activation or gradient is ever transposed; the batch-major
+seam above transposes once at its boundary.
+
 [PAD], [CLS] and [EOS] are never attended (``id >= [MASK]`` only), and padding is
 never processed by the LSTM. No dropout (the original has none).
 """
@@ -40,15 +45,31 @@ class _Base(nnx.Module):
     no_weight_decay: tuple[str, ...] = ()
 
     def embed(self, tokens: jax.Array) -> jax.Array:
-        """``<int32>[batch, seq_len]`` -> ``<f32>[batch, seq_len, embedding_dim]``."""
+        """``<int32>[batch, seq_len]`` -> ``<f32>[batch, seq_len, embedding_dim]`` (any index shape)."""
         return jnp.take(self.embedding[...], tokens, axis=0)
 
     def logits_from_embeddings(self, emb, tokens, aux_tokens=None):
         """``<f32>[B, T, D]``, ``<int32>[B, T]``, aux ``<int32>[B, Ta]`` -> ``(<f32>[B, C], <f32>[B, T])``."""
         return self.logits_from_projected(self.encoder.project(emb), tokens, self.query(aux_tokens))
 
+    def logits_from_projected(self, proj, tokens, query=None):
+        """``P <f32>[B, T, 8H]``, ``<int32>[B, T]``, query ``<f32>[B, 2H]`` or None
+        -> ``(logits <f32>[B, C], attention <f32>[B, T])``."""
+        return self.logits_time_major(jnp.swapaxes(proj, 0, 1), jnp.swapaxes(tokens, 0, 1), query)
+
+    def logits_time_major(self, proj, tokens, query=None):
+        """:meth:`logits_from_projected` for ``P <f32>[T, B, 8H]`` and ``tokens <int32>[T, B]``."""
+        hs, _ = self.encoder.recur_time_major(proj, lstm_mask(tokens))  # [T, B, 2H]
+        scores = self.attention_scores(hs, query)  # [T, B]
+        alpha = masked_softmax(scores, attention_mask(tokens), axis=0)
+        context = jnp.einsum("tb,tbd->bd", alpha, hs)
+        return self.decode(context, query), alpha.T
+
     def __call__(self, tokens, aux_tokens=None):
-        return self.logits_from_embeddings(self.embed(tokens), tokens, aux_tokens)
+        """``<int32>[B, T]``, aux ``<int32>[B, Ta]`` -> ``(logits <f32>[B, C], attention <f32>[B, T])``."""
+        tokens_tm = jnp.swapaxes(tokens, 0, 1)
+        proj = self.encoder.project(self.embed(tokens_tm))  # [T, B, 8H], gathered time-major
+        return self.logits_time_major(proj, tokens_tm, self.query(aux_tokens))
 
 
 class SingleSequenceModel(_Base):
@@ -71,13 +92,13 @@ class SingleSequenceModel(_Base):
             raise ValueError("a single-sequence model takes no auxiliary sequence")
         return None
 
-    def logits_from_projected(self, proj, tokens, query=None):
-        """``P <f32>[B, T, 8H]``, ``<int32>[B, T]`` -> ``(logits <f32>[B, C], attention <f32>[B, T])``."""
-        hs, _ = self.encoder.recur(proj, lstm_mask(tokens))
-        scores = self.attention["score"](jnp.tanh(self.attention["hidden"](hs)))[..., 0]
-        alpha = masked_softmax(scores, attention_mask(tokens))
-        context = jnp.einsum("bt,btd->bd", alpha, hs)
-        return self.decoder(context), alpha
+    def attention_scores(self, hs, query=None):
+        """``hs <f32>[T, B, 2H]`` -> ``<f32>[T, B]``."""
+        return self.attention["score"](jnp.tanh(self.attention["hidden"](hs)))[..., 0]
+
+    def decode(self, context, query=None):
+        """``<f32>[B, 2H]`` -> ``<f32>[B, C]``."""
+        return self.decoder(context)
 
 
 class PairedSequenceModel(_Base):
@@ -103,18 +124,20 @@ class PairedSequenceModel(_Base):
         """``<int32>[B, Ta]`` -> ``<f32>[B, 2H]``: final forward ⊕ backward states of the auxiliary encoder."""
         if aux_tokens is None:
             raise ValueError("a paired-sequence model needs the auxiliary sequence (aux_tokens)")
-        emb = jnp.take(self.aux_embedding[...], aux_tokens, axis=0)
-        _, final = self.aux_encoder(emb, lstm_mask(aux_tokens))
+        aux_tm = jnp.swapaxes(aux_tokens, 0, 1)
+        proj = self.aux_encoder.project(jnp.take(self.aux_embedding[...], aux_tm, axis=0))
+        _, final = self.aux_encoder.recur_time_major(proj, lstm_mask(aux_tm))
         return final
 
-    def logits_from_projected(self, proj, tokens, query):
-        hs, _ = self.encoder.recur(proj, lstm_mask(tokens))
+    def attention_scores(self, hs, query):
+        """``hs <f32>[T, B, 2H]``, ``query <f32>[B, 2H]`` -> ``<f32>[T, B]``."""
         a = self.attention
-        scores = a["score"](jnp.tanh(a["main"](hs) + a["aux"](query)[:, None, :]))[..., 0]
-        alpha = masked_softmax(scores, attention_mask(tokens))
-        context = jnp.einsum("bt,btd->bd", alpha, hs)
+        return a["score"](jnp.tanh(a["main"](hs) + a["aux"](query)[None]))[..., 0]
+
+    def decode(self, context, query):
+        """``<f32>[B, 2H]``, ``query <f32>[B, 2H]`` -> ``<f32>[B, C]``."""
         d = self.decoder
-        return d["output"](jnp.tanh(d["main"](context) + d["aux"](query))), alpha
+        return d["output"](jnp.tanh(d["main"](context) + d["aux"](query)))
 
 
 def build_model(*, paired: bool, vocab_size: int, num_classes: int, embedding_dim: int, hidden_size: int,
