@@ -67,7 +67,9 @@ def mutual_information_importance(model, batch, key=None, options=None, table=No
 
 
 def _projection(model, batch):
-    tokens = jnp.asarray(batch.tokens)
+    """Time-major ``tokens <int32>[T, B]`` and ``P <f32>[T, B, 8H]`` (embeddings gathered with
+    ``tokens.T``), the query and the labels."""
+    tokens = jnp.swapaxes(jnp.asarray(batch.tokens), 0, 1)
     proj = model.encoder.project(model.embed(tokens))
     return tokens, proj, model.query(batch.aux_tokens), jnp.asarray(batch.labels)
 
@@ -77,10 +79,10 @@ def gradient_importance(model, batch, key=None, options=None, table=None) -> jax
     with g_t = d f_c / d e_t. Computed as ``sqrt(g^T (E^T E) g)``, never as B x T x V."""
     del key, options, table
     tokens, proj, query, labels = _projection(model, batch)
-    g = projected_gradient(model, proj, tokens, query, labels) @ model.encoder.w_ih[...].T  # [B, T, D]
+    g = projected_gradient(model, proj, tokens, query, labels) @ model.encoder.w_ih[...].T  # [T, B, D]
     table_ = model.embedding[...]
     gram = table_.T @ table_  # [D, D]
-    sq = jnp.einsum("btd,de,bte->bt", g, gram, g)
+    sq = jnp.einsum("tbd,de,tbe->bt", g, gram, g)
     return jnp.sqrt(jnp.maximum(sq, 0.0))
 
 
@@ -88,7 +90,7 @@ def input_times_gradient_importance(model, batch, key=None, options=None, table=
     """``|e_t . d f_c / d e_t|``, computed as ``|P_t . G_t|`` in the projected space."""
     del key, options, table
     tokens, proj, query, labels = _projection(model, batch)
-    return jnp.abs(jnp.sum(proj * projected_gradient(model, proj, tokens, query, labels), axis=-1))
+    return jnp.abs(jnp.sum(proj * projected_gradient(model, proj, tokens, query, labels), axis=-1)).T
 
 
 def integrated_gradient_terms(model, batch, options: ImportanceOptions) -> jax.Array:
@@ -106,7 +108,7 @@ def integrated_gradient_terms(model, batch, options: ImportanceOptions) -> jax.A
         return jnp.sum(proj * projected_gradient(model, alpha * proj, tokens, query, labels), axis=-1)
 
     chunk = options.ig_chunk_size or options.ig_steps
-    return jax.lax.map(point, alphas, batch_size=min(chunk, options.ig_steps))
+    return jnp.swapaxes(jax.lax.map(point, alphas, batch_size=min(chunk, options.ig_steps)), 1, 2)
 
 
 def ig_weights(options: ImportanceOptions) -> jax.Array:
