@@ -49,8 +49,6 @@ def parse_args(argv=None):
     p.add_argument("--ig-chunk", type=int, default=-1,
                    help="JAX IG points per vmapped chunk: -1 = what a ROAR run uses "
                         "(nlproar_jax.roar.ig_chunk_size), 0 = all at once, N = N")
-    p.add_argument("--unroll", type=int, default=0,
-                   help="lax.scan unroll of the JAX BiLSTM (0 = the library's default)")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--min-time", type=float, default=1.0, help="seconds per timed sample (at least one call)")
     p.add_argument("--paired", action="store_true", help="the paired model (SNLI / bAbI shape)")
@@ -172,7 +170,7 @@ def main(argv=None) -> int:
               "transparent_hugepage": _read("/sys/kernel/mm/transparent_hugepage/enabled")}
     settings = {"vocab": args.vocab, "embedding": args.embedding, "hidden": args.hidden, "classes": args.classes,
                 "ig_steps": args.ig_steps, "ig_variant": args.ig_variant, "ig_chunk": args.ig_chunk,
-                "unroll": args.unroll, "repeats": args.repeats, "median": True, "min_time": args.min_time,
+                "repeats": args.repeats, "median": True, "min_time": args.min_time,
                 "paired": args.paired, "aux_length": args.aux_length if args.paired else None,
                 "torch_ig": args.torch_ig if args.torch else None,
                 "torch_gradient": args.torch_gradient if args.torch else None}
@@ -185,9 +183,8 @@ def main(argv=None) -> int:
             out.write(line + "\n")
             out.flush()
 
-    model_kwargs = {} if not args.unroll else {"unroll": args.unroll}
     model = build_model(paired=args.paired, vocab_size=args.vocab, num_classes=args.classes,
-                        embedding_dim=args.embedding, hidden_size=args.hidden, seed=args.seed, **model_kwargs)
+                        embedding_dim=args.embedding, hidden_size=args.hidden, seed=args.seed)
     graphdef, params = nnx.split(model)
     mi_table = jnp.asarray(np.random.default_rng(args.seed).random(args.vocab, dtype=np.float32))
     key = jax.random.key(args.seed)

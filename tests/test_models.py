@@ -3,10 +3,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 from conftest import make_batch
 from nlproar_jax.models import build_model
-from nlproar_jax.models.bilstm import _recurrence
+from nlproar_jax.models.bilstm import chunk_sizes
 from nlproar_jax.models.layers import attention_mask
 
 
@@ -135,8 +136,10 @@ def plain_bilstm(w_ih, w_hh, bias, emb, mask):
     return out, jnp.concatenate([h_f, h_b], axis=-1)
 
 
-def test_recurrence_vjp_equals_autodiff_of_the_plain_scan(tiny_single):
-    """The hand-written, time-major VJP gives autodiff's gradients for every input, padding included."""
+@pytest.mark.parametrize("chunks", [None, 1, 2, 3, 8])
+def test_recurrence_vjp_equals_autodiff_of_the_plain_scan(tiny_single, chunks):
+    """The hand-written, time-major VJP gives autodiff's gradients for every input, padding
+    included, through the training path (any number of time chunks) and the attribution path."""
     lstm = tiny_single.encoder
     rng = np.random.default_rng(0)
     batch = make_batch([[1, 5, 6, 7, 8, 2], [1, 9, 2], [1, 4, 4, 2]], [0, 1, 2], pad_to=8)
@@ -146,16 +149,35 @@ def test_recurrence_vjp_equals_autodiff_of_the_plain_scan(tiny_single):
     c_fin = jnp.asarray(rng.standard_normal((3, 10)), jnp.float32)
     params = (lstm.w_ih[...], lstm.w_hh[...], lstm.bias[...], emb)
 
-    def ours(w_ih, w_hh, bias, e):
-        proj = e @ w_ih
-        ys, h_last = _recurrence(jnp.swapaxes(proj, 0, 1), bias, jnp.swapaxes(mask, 0, 1), w_hh)
-        out = jnp.swapaxes(ys, 0, 1)
-        return jnp.sum(out * c_out) + jnp.sum(jnp.concatenate([h_last[0], h_last[1]], -1) * c_fin)
-
-    def reference(w_ih, w_hh, bias, e):
-        out, final = plain_bilstm(w_ih, w_hh, bias, e, mask)
+    def loss(out, final):
         return jnp.sum(out * c_out) + jnp.sum(final * c_fin)
 
-    np.testing.assert_allclose(ours(*params), reference(*params), rtol=1e-6)
-    for g, r in zip(jax.grad(ours, argnums=(0, 1, 2, 3))(*params), jax.grad(reference, argnums=(0, 1, 2, 3))(*params)):
-        np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-6)
+    def trained(w_ih, w_hh, bias, e):  # BiLSTM.encode with these parameters
+        model = nnx.clone(lstm)
+        model.w_ih[...], model.w_hh[...], model.bias[...] = w_ih, w_hh, bias
+        out, final = model.encode(jnp.swapaxes(e, 0, 1), jnp.swapaxes(mask, 0, 1), chunks=chunks)
+        return loss(jnp.swapaxes(out, 0, 1), final)
+
+    def attributed(w_ih, w_hh, bias, e):  # BiLSTM.recur_time_major on the projection
+        model = nnx.clone(lstm)
+        model.w_hh[...], model.bias[...] = w_hh, bias
+        out, final = model.recur_time_major(jnp.swapaxes(e @ w_ih, 0, 1), jnp.swapaxes(mask, 0, 1))
+        return loss(jnp.swapaxes(out, 0, 1), final)
+
+    def reference(w_ih, w_hh, bias, e):
+        return loss(*plain_bilstm(w_ih, w_hh, bias, e, mask))
+
+    expected = jax.grad(reference, argnums=(0, 1, 2, 3))(*params)
+    for ours in (trained, attributed):
+        np.testing.assert_allclose(ours(*params), reference(*params), rtol=1e-6)
+        for g, r in zip(jax.grad(ours, argnums=(0, 1, 2, 3))(*params), expected):
+            np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("steps", [1, 2, 7, 8, 250, 251])
+@pytest.mark.parametrize("chunks", [1, 2, 3, 4])
+def test_chunk_sizes_are_symmetric_and_cover_every_step(steps, chunks):
+    sizes = chunk_sizes(steps, chunks)
+    assert sum(sizes) == steps and min(sizes) >= 1
+    assert sizes == sizes[::-1]  # chunk j's backward positions are chunk C-1-j's forward ones
+    assert abs(len(sizes) - min(chunks, steps)) <= 1

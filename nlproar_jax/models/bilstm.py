@@ -1,31 +1,38 @@
-"""A one-layer bidirectional LSTM as a ``lax.scan``, split where attribution needs it.
+"""A one-layer bidirectional LSTM as ``lax.scan`` loops, split where attribution needs it.
 
 The LSTM input projection is linear in the embeddings, so it is cut out of the
 recurrence: :meth:`BiLSTM.project` maps embeddings ``e`` to ``P = e @ W_ih`` once,
-and :meth:`BiLSTM.recur` runs the recurrence on ``P`` (+ bias). Integrated
+and :meth:`BiLSTM.recur_time_major` runs the recurrence on ``P`` (+ bias). Integrated
 gradients scales only the LSTM input, so ``proj(alpha * e) = alpha * P``: the
 projection is computed once and never back-propagated per interpolation point.
 
 Both directions run in the same scan step (one batched matmul): step ``s`` runs the
-forward direction at position ``s`` and the backward one at ``T-1-s``, reading a
-time-major projection and writing outputs in place, so no reversed or transposed
-copy of the ``[T, B, 8H]`` activations is ever made (the models gather embeddings
-with ``tokens.T`` and stay time-major). Padding is never processed: the state is
-carried unchanged across [PAD] positions, so the backward direction starts at each
-row's last real token, like PyTorch's packed sequences. Gate order is PyTorch's (i, f, g, o).
+forward direction at position ``s`` and the backward one at ``T-1-s``, reading the
+projections in place and writing outputs in place, so no reversed or transposed copy
+of the activations is made (the models gather embeddings with ``tokens.T`` and stay
+time-major). Padding is never processed: the state is carried unchanged across [PAD]
+positions, so the backward direction starts at each row's last real token, like
+PyTorch's packed sequences. Gate order is PyTorch's (i, f, g, o).
 
-The recurrence has a hand-written VJP (:func:`_recurrence`): the forward scan keeps
+Training (:meth:`BiLSTM.encode`) runs the steps in a few time chunks: chunk ``j``
+covers steps ``[a_j, b_j)``, i.e. forward positions ``[a_j, b_j)`` and backward
+positions ``[T-b_j, T-a_j)`` (chunk sizes are symmetric, so that is chunk ``C-1-j``'s
+range), and each chunk's projection is computed right before its loop and its input
+gradient consumed right after its backward loop. On a CPU a whole long sequence's
+``[T, B, 8H]`` projection and its gradient do not fit in the cache (33 MB at T = 250,
+B = 32, H = 128); a chunk's do. Chunking changes no value: every chunking gives the
+same function and gradients (``tests/test_models.py``).
+
+The recurrence has a hand-written VJP (:func:`_recurrence`): the forward loops keep
 only the gate activations, the previous states and tanh(c) per step, the backward
-scan needs no transcendentals and writes the input cotangent in place, and the W_hh
-gradient is two matmuls over all steps (dead code, removed by XLA, when only input
-gradients are wanted, as in IG). Nothing inside either loop reduces over the batch, so
-a batch-sharded run needs no collective per step. It computes the same function and
-gradients as autodiff of the plain scan (tests/test_models.py); benchmarks/RESULTS.md
-has what the time-major layout and the VJP gained.
+loops need no transcendentals, and the W_hh gradient is one matmul per chunk and
+direction (dead code, removed by XLA, when only input gradients are wanted, as in IG).
+Nothing inside a loop reduces over the batch, so a batch-sharded run needs no
+collective per step. ``benchmarks/RESULTS.md`` has what each of these gained.
 """
 from __future__ import annotations
 
-import functools
+import itertools
 import math
 
 import jax
@@ -34,104 +41,186 @@ from flax import nnx
 
 from nlproar_jax.models.layers import uniform
 
-
-def _cell(u, h, c, w_hh):
-    """One step of both directions: ``u <f32>[2, B, 4H]``, ``h, c <f32>[2, B, H]``, ``w_hh <f32>[2, H, 4H]``
-    -> activations ``i, f, g, o``, the new cell ``c'``, ``tanh(c')`` and the new hidden ``h'``."""
-    hidden = h.shape[-1]
-    gates = u + jnp.einsum("dbh,dhg->dbg", h, w_hh)
-    i = jax.nn.sigmoid(gates[..., :hidden])
-    f = jax.nn.sigmoid(gates[..., hidden:2 * hidden])
-    g = jnp.tanh(gates[..., 2 * hidden:3 * hidden])
-    o = jax.nn.sigmoid(gates[..., 3 * hidden:])
-    c_new = f * c + i * g
-    tc = jnp.tanh(c_new)
-    return i, f, g, o, c_new, tc, o * tc
+# Training splits the time axis into chunks whose projection ([n, B, 8H] float32) is about
+# this large, on CPUs only (benchmarks/RESULTS.md: a cache effect; accelerators take one chunk).
+CHUNK_BYTES = 16 * 2**20
 
 
-def _forward_scan(u, bias, m, w_hh, unroll, keep_residuals):
-    steps, batch, gates = u.shape
-    hidden = gates // 8
-    zeros = jnp.zeros((2, batch, hidden), u.dtype)
-    b = bias.reshape(2, 1, 4 * hidden)
+def chunk_sizes(steps: int, chunks: int) -> tuple[int, ...]:
+    """``chunks`` (or fewer) step counts summing to ``steps``, symmetric (``n_j == n_{C-1-j}``).
 
-    def step(carry, s):
-        h, c, ys = carry
+    An even number of chunks cannot split an odd number of steps symmetrically; one chunk
+    more is used then.
+    """
+    chunks = max(1, min(chunks, steps))
+    if chunks % 2 == 0 and steps % 2 == 1:
+        chunks += 1
+    sizes = [steps // chunks] * chunks
+    extra = steps - sum(sizes)
+    for j in range(extra // 2):  # pairs, from the outside in
+        sizes[j] += 1
+        sizes[chunks - 1 - j] += 1
+    if extra % 2:
+        sizes[chunks // 2] += 1  # odd chunks: the middle one
+    return tuple(sizes)
+
+
+def default_chunks(steps: int, batch: int, hidden: int) -> int:
+    """How many time chunks :meth:`BiLSTM.encode` uses: about :data:`CHUNK_BYTES` of projection
+    per chunk on a CPU backend, one chunk on accelerators."""
+    if jax.default_backend() != "cpu":
+        return 1
+    return max(1, round(steps * batch * 8 * hidden * 4 / CHUNK_BYTES))
+
+
+def _gates_to_activations(gates, hidden):
+    """``<f32>[..., 4H]`` pre-activations -> ``i, f, g, o`` activations in one array: sigmoid on
+    i, f, o and tanh on g. Both functions are evaluated on the whole row and selected, which XLA's
+    CPU emitter vectorises far better than four column slices (benchmarks/RESULTS.md)."""
+    is_g = (jnp.arange(4 * hidden) // hidden) == 2
+    return jnp.where(is_g, jnp.tanh(gates), jax.nn.sigmoid(gates))
+
+
+def _split_gates(a, hidden):
+    return a[..., :hidden], a[..., hidden:2 * hidden], a[..., 2 * hidden:3 * hidden], a[..., 3 * hidden:]
+
+
+def _forward_chunk(carry, uf, ub, b, m, w_hh, start, keep_residuals):
+    """Steps ``start .. start+n-1`` of both directions.
+
+    ``uf <f32>[n, B, 4H]``: forward input at step ``start+i`` is ``uf[i]``; ``ub <f32>[n, B, 4H]``:
+    backward input, in position order, so step ``start+i`` reads ``ub[n-1-i]``. ``carry = (h, c, ys)``
+    with ``h, c <f32>[2, B, H]`` and the whole output ``ys <f32>[T, B, 2H]``, written in place.
+    Residuals (stacked in step order, except ``h_prev_b`` in ``ub``'s position order): activations
+    ``[n, 2, B, 4H]``, previous cell ``[n, 2, B, H]``, tanh of the new cell ``[n, 2, B, H]``, previous
+    forward hidden ``[n, B, H]`` and previous backward hidden ``[n, B, H]``.
+    """
+    n, batch, gates = uf.shape
+    hidden = gates // 4
+    steps = m.shape[0]
+
+    def step(state, i):
+        h, c, ys, hpb = state
+        s = start + i
         r = steps - 1 - s  # the backward direction's position
-        u_t = jnp.stack([jax.lax.dynamic_slice(u, (s, 0, 0), (1, batch, 4 * hidden))[0],
-                         jax.lax.dynamic_slice(u, (r, 0, 4 * hidden), (1, batch, 4 * hidden))[0]])
+        j = n - 1 - i      # ... and its index in ub
+        u_t = jnp.stack([jax.lax.dynamic_index_in_dim(uf, i, keepdims=False),
+                         jax.lax.dynamic_index_in_dim(ub, j, keepdims=False)])
         m_t = jnp.stack([m[s], m[r]])[..., None]  # [2, B, 1]
-        i, f, g, o, c_new, tc, h_new = _cell(u_t + b, h, c, w_hh)
+        a = _gates_to_activations(u_t + b + jnp.einsum("dbh,dhg->dbg", h, w_hh), hidden)
+        i_, f_, g_, o_ = _split_gates(a, hidden)
+        c_new = f_ * c + i_ * g_
+        tc = jnp.tanh(c_new)
+        h_new = o_ * tc
         out = h_new * m_t
-        # Outputs go straight to their positions: forward half at s, backward half at r.
         ys = jax.lax.dynamic_update_slice(ys, out[0][None], (s, 0, 0))
         ys = jax.lax.dynamic_update_slice(ys, out[1][None], (r, 0, hidden))
-        residuals = (jnp.concatenate([i, f, g, o], axis=-1), c, tc, h[0], h[1]) if keep_residuals else None
+        residuals = None
+        if keep_residuals:
+            hpb = jax.lax.dynamic_update_slice(hpb, h[1][None], (j, 0, 0))
+            residuals = (a, c, tc, h[0])
         # Padding: the state is carried unchanged (packed-sequence semantics).
-        return (jnp.where(m_t, h_new, h), jnp.where(m_t, c_new, c), ys), residuals
+        return (jnp.where(m_t, h_new, h), jnp.where(m_t, c_new, c), ys, hpb), residuals
 
-    init = (zeros, zeros, jnp.zeros((steps, batch, 2 * hidden), u.dtype))
-    (h_last, _, ys), residuals = jax.lax.scan(step, init, jnp.arange(steps), unroll=unroll)
-    return (ys, h_last), residuals
+    h, c, ys = carry
+    hpb = jnp.zeros((n, batch, hidden), uf.dtype) if keep_residuals else jnp.zeros((), uf.dtype)
+    (h, c, ys, hpb), residuals = jax.lax.scan(step, (h, c, ys, hpb), jnp.arange(n))
+    return (h, c, ys), (residuals + (hpb,) if keep_residuals else None)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
-def _recurrence(u, bias, m, w_hh, unroll=1):
-    """Both LSTM directions over a time-major projection.
+def _forward(uf, ub, bias, m, w_hh, keep_residuals):
+    steps, batch = m.shape
+    hidden = w_hh.shape[1]
+    b = bias.reshape(2, 1, 4 * hidden)
+    zeros = jnp.zeros((2, batch, hidden), uf[0].dtype)
+    carry = (zeros, zeros, jnp.zeros((steps, batch, 2 * hidden), uf[0].dtype))
+    residuals, start = [], 0
+    for j in range(len(uf)):
+        carry, res = _forward_chunk(carry, uf[j], ub[j], b, m, w_hh, start, keep_residuals)
+        residuals.append(res)
+        start += uf[j].shape[0]
+    h_last, _, ys = carry
+    return (ys, h_last), tuple(residuals)
+
+
+@jax.custom_vjp
+def _recurrence(uf, ub, bias, m, w_hh):
+    """Both LSTM directions over time chunks of the input projection.
 
     Args:
-      u: ``<f32>[T, B, 8H]`` input projection (forward gates, then backward gates), without bias.
-      bias: ``<f32>[8H]``.
-      m: ``<bool>[T, B]`` real-token mask.
+      uf: tuple of ``<f32>[n_j, B, 4H]``: the forward direction's input projection (no bias) of
+        positions ``[a_j, b_j)``, ``a_j = n_0 + ... + n_{j-1}``; chunk sizes symmetric.
+      ub: tuple of ``<f32>[n_j, B, 4H]``: the backward direction's, of positions ``[T-b_j, T-a_j)``.
+      bias: ``<f32>[8H]`` (forward gates, then backward gates).
+      m: ``<bool>[T, B]`` real-token mask (a prefix of each column).
       w_hh: ``<f32>[2, H, 4H]``.
     Returns:
       ``ys <f32>[T, B, 2H]`` (forward ⊕ backward output at each position, 0 at padding) and the
       final hidden state ``<f32>[2, B, H]``.
-
-    Step ``s`` runs the forward direction at position ``s`` and the backward one at ``T-1-s``,
-    reading ``u`` and writing ``ys`` in place: no reversed or transposed copies are made.
     """
-    return _forward_scan(u, bias, m, w_hh, unroll, keep_residuals=False)[0]
+    return _forward(uf, ub, bias, m, w_hh, keep_residuals=False)[0]
 
 
-def _recurrence_fwd(u, bias, m, w_hh, unroll):
-    out, residuals = _forward_scan(u, bias, m, w_hh, unroll, keep_residuals=True)
+def _recurrence_fwd(uf, ub, bias, m, w_hh):
+    out, residuals = _forward(uf, ub, bias, m, w_hh, keep_residuals=True)
     return out, (residuals, m, w_hh)
 
 
-def _recurrence_bwd(unroll, saved, cotangents):
-    (acts, c_prev, tc, h_prev_f, h_prev_b), m, w_hh = saved
-    d_ys, d_h_last = cotangents
-    steps, batch, hidden = h_prev_f.shape
-    w_t = jnp.swapaxes(w_hh, 1, 2)  # [2, 4H, H]
+def _backward_chunk(carry, residuals, d_ys, m, w_t, start):
+    """The VJP of :func:`_forward_chunk`'s steps, last step first. ``carry = (dh, dc, d_bias)``:
+    cotangents of the state after the chunk and the bias gradient per row ``<f32>[2, B, 4H]``.
+    Returns the carry before the chunk and the input cotangents ``duf, dub <f32>[n, B, 4H]``
+    (``dub`` in position order, like ``ub``) and ``dW_hh <f32>[2, H, 4H]`` of this chunk."""
+    acts, c_prev, tc, h_prev_f, h_prev_b = residuals
+    n, _, batch, gates = acts.shape
+    hidden = gates // 4
+    steps = m.shape[0]
+    is_g = (jnp.arange(gates) // hidden) == 2
 
-    def step(carry, x):
-        dh, dc, du, d_bias = carry  # dh, dc: cotangents of the carried state after this step; d_bias per row
-        s, a, cp, t = x
+    def step(state, x):
+        dh, dc, d_bias, dub = state  # dh, dc: cotangents of the carried state after this step
+        i, a, cp, t = x
+        s = start + i
         r = steps - 1 - s
-        i, f, g, o = a[..., :hidden], a[..., hidden:2 * hidden], a[..., 2 * hidden:3 * hidden], a[..., 3 * hidden:]
+        i_, f_, g_, o_ = _split_gates(a, hidden)
         k = jnp.stack([m[s], m[r]])[..., None].astype(dh.dtype)
         dy = jnp.stack([jax.lax.dynamic_slice(d_ys, (s, 0, 0), (1, batch, hidden))[0],
                         jax.lax.dynamic_slice(d_ys, (r, 0, hidden), (1, batch, hidden))[0]])
         dh_new = k * (dh + dy)  # the output is h' * k; the carry takes h' where k
-        dc_new = k * dc + dh_new * o * (1 - t * t)
-        da = jnp.concatenate([dc_new * g * i * (1 - i), dc_new * cp * f * (1 - f),
-                              dc_new * i * (1 - g * g), dh_new * t * o * (1 - o)], axis=-1)
+        dc_new = k * dc + dh_new * o_ * (1 - t * t)
+        # d gates = (upstream per gate) * (activation derivative), whole rows like the forward.
+        deriv = jnp.where(is_g, 1 - a * a, a * (1 - a))
+        da = jnp.concatenate([dc_new * g_, dc_new * cp, dc_new * i_, dh_new * t], axis=-1) * deriv
         dh_prev = jnp.einsum("dbg,dgh->dbh", da, w_t) + (1 - k) * dh
-        dc_prev = dc_new * f + (1 - k) * dc
-        du = jax.lax.dynamic_update_slice(du, da[0][None], (s, 0, 0))
-        du = jax.lax.dynamic_update_slice(du, da[1][None], (r, 0, 4 * hidden))
-        return (dh_prev, dc_prev, du, d_bias + da), (da[0], da[1])
+        dc_prev = dc_new * f_ + (1 - k) * dc
+        dub = jax.lax.dynamic_update_slice(dub, da[1][None], (n - 1 - i, 0, 0))
+        return (dh_prev, dc_prev, d_bias + da, dub), da[0]
 
-    init = (d_h_last, jnp.zeros_like(d_h_last), jnp.zeros((steps, batch, 8 * hidden), d_ys.dtype),
-            jnp.zeros((2, batch, 4 * hidden), d_ys.dtype))
-    (_, _, du, d_bias), (da_f, da_b) = jax.lax.scan(step, init, (jnp.arange(steps), acts, c_prev, tc),
-                                                    reverse=True, unroll=unroll)
-    # Contiguous operands in step order make W_hh's gradient two efficient matmuls. Nothing in
-    # the loop reduces over the batch (the bias gradient is summed per row), and the matmuls
-    # contract (T, B) without a reshape, so a batch-sharded run needs no collective per step.
-    d_w_hh = jnp.stack([jnp.einsum("tbh,tbg->hg", h_prev_f, da_f), jnp.einsum("tbh,tbg->hg", h_prev_b, da_b)])
-    return du, jnp.sum(d_bias, axis=1).reshape(-1), None, d_w_hh
+    dh, dc, d_bias = carry
+    init = (dh, dc, d_bias, jnp.zeros((n, batch, gates), d_ys.dtype))
+    (dh, dc, d_bias, dub), duf = jax.lax.scan(step, init, (jnp.arange(n), acts, c_prev, tc), reverse=True)
+    # Contiguous operands in matching order: W_hh's gradient is one matmul per direction, and it
+    # contracts (n, B) without a reshape, so a batch-sharded run needs no collective per step.
+    d_w_hh = jnp.stack([jnp.einsum("tbh,tbg->hg", h_prev_f, duf), jnp.einsum("tbh,tbg->hg", h_prev_b, dub)])
+    return (dh, dc, d_bias), duf, dub, d_w_hh
+
+
+def _recurrence_bwd(saved, cotangents):
+    residuals, m, w_hh = saved
+    d_ys, d_h_last = cotangents
+    batch = m.shape[1]
+    hidden = w_hh.shape[1]
+    w_t = jnp.swapaxes(w_hh, 1, 2)  # [2, 4H, H]
+    starts = [0]
+    for res in residuals[:-1]:
+        starts.append(starts[-1] + res[0].shape[0])
+    carry = (d_h_last, jnp.zeros_like(d_h_last), jnp.zeros((2, batch, 4 * hidden), d_ys.dtype))
+    duf, dub, d_w_hh = [None] * len(residuals), [None] * len(residuals), jnp.zeros_like(w_hh)
+    for j in reversed(range(len(residuals))):
+        carry, duf[j], dub[j], d_w = _backward_chunk(carry, residuals[j], d_ys, m, w_t, starts[j])
+        d_w_hh = d_w_hh + d_w
+    d_bias = jnp.sum(carry[2], axis=1).reshape(-1)
+    return tuple(duf), tuple(dub), d_bias, None, d_w_hh
 
 
 _recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
@@ -141,10 +230,9 @@ class BiLSTM(nnx.Module):
     """Parameters: ``w_ih <f32>[input, 8H]`` (forward gates then backward gates),
     ``w_hh <f32>[2, H, 4H]``, ``bias <f32>[8H]`` (the sum of PyTorch's two biases)."""
 
-    def __init__(self, input_size: int, hidden_size: int, *, rngs: nnx.Rngs, unroll: int = 1):
+    def __init__(self, input_size: int, hidden_size: int, *, rngs: nnx.Rngs):
         bound = 1.0 / math.sqrt(hidden_size)
         self.hidden_size = hidden_size
-        self.unroll = unroll
         self.w_ih = nnx.Param(uniform(rngs.params(), (input_size, 8 * hidden_size), bound))
         self.w_hh = nnx.Param(uniform(rngs.params(), (2, hidden_size, 4 * hidden_size), bound))
         # PyTorch has b_ih + b_hh, each U(-k, k); one bias with the sum's distribution.
@@ -155,18 +243,43 @@ class BiLSTM(nnx.Module):
         """``<f32>[..., input]`` -> ``<f32>[..., 8H]`` (batch- or time-major alike), without bias."""
         return emb @ self.w_ih[...]
 
+    def _final(self, ys, h_last):
+        return ys, jnp.concatenate([h_last[0], h_last[1]], axis=-1)
+
+    def encode(self, emb: jax.Array, mask: jax.Array, chunks: int | None = None) -> tuple[jax.Array, jax.Array]:
+        """The training path: projection and recurrence in time chunks (see the module docstring).
+
+        Args:
+          emb: ``<f32>[seq_len, batch, input]`` (time-major).
+          mask: ``<bool>[seq_len, batch]``, True at real tokens (a prefix of each column).
+          chunks: number of time chunks; None = :func:`default_chunks`. Any value gives the same
+            result.
+        Returns:
+          outputs ``<f32>[seq_len, batch, 2H]`` (zero at padding) and the final state
+          ``<f32>[batch, 2H]``: forward after the last real token ⊕ backward after the first.
+        """
+        steps, batch, _ = emb.shape
+        h4 = 4 * self.hidden_size
+        if chunks is None:
+            chunks = default_chunks(steps, batch, self.hidden_size)
+        sizes = chunk_sizes(steps, chunks)
+        pieces = jnp.split(emb, list(itertools.accumulate(sizes[:-1])), axis=0)
+        w_f, w_b = self.w_ih[:, :h4], self.w_ih[:, h4:]
+        uf = tuple(p @ w_f for p in pieces)
+        ub = tuple(pieces[len(pieces) - 1 - j] @ w_b for j in range(len(pieces)))
+        return self._final(*_recurrence(uf, ub, self.bias[...], mask, self.w_hh[...]))
+
     def recur_time_major(self, proj: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """Run both directions over a time-major projection (the training path: no layout copies).
+        """Run both directions over a whole time-major projection (the attribution path).
 
         Args:
           proj: ``<f32>[seq_len, batch, 8H]`` from :meth:`project` (any linear rescaling of it).
           mask: ``<bool>[seq_len, batch]``, True at real tokens (a prefix of each column).
         Returns:
-          outputs ``<f32>[seq_len, batch, 2H]`` (zero at padding) and the final state
-          ``<f32>[batch, 2H]``: forward after the last real token ⊕ backward after the first.
+          outputs and final state as :meth:`encode`.
         """
-        hs, h_last = _recurrence(proj, self.bias[...], mask, self.w_hh[...], self.unroll)
-        return hs, jnp.concatenate([h_last[0], h_last[1]], axis=-1)
+        h4 = 4 * self.hidden_size
+        return self._final(*_recurrence((proj[..., :h4],), (proj[..., h4:],), self.bias[...], mask, self.w_hh[...]))
 
     def recur(self, proj: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
         """:meth:`recur_time_major` for batch-major ``proj <f32>[batch, seq_len, 8H]`` and
@@ -177,3 +290,4 @@ class BiLSTM(nnx.Module):
     def __call__(self, emb: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Batch-major ``emb <f32>[batch, seq_len, input]``, ``mask <bool>[batch, seq_len]``; see :meth:`recur`."""
         return self.recur(self.project(emb), mask)
+

@@ -10,7 +10,8 @@ Two models share one interface, the seam attribution needs:
 
 Inside, everything runs time-major (``[seq_len, batch, ...]``, what the recurrence
 scans over): :meth:`__call__`, the training path, gathers the embeddings with
-``tokens.T`` so no activation or gradient is ever transposed; the batch-major
+``tokens.T`` so no activation or gradient is ever transposed, and runs the
+projection and recurrence in time chunks (``BiLSTM.encode``); the batch-major
 seam above transposes once at its boundary.
 
 [PAD], [CLS] and [EOS] are never attended (``id >= [MASK]`` only), and padding is
@@ -60,16 +61,23 @@ class _Base(nnx.Module):
     def logits_time_major(self, proj, tokens, query=None):
         """:meth:`logits_from_projected` for ``P <f32>[T, B, 8H]`` and ``tokens <int32>[T, B]``."""
         hs, _ = self.encoder.recur_time_major(proj, lstm_mask(tokens))  # [T, B, 2H]
+        return self.logits_from_hidden(hs, tokens, query)
+
+    def logits_from_hidden(self, hs, tokens, query=None):
+        """BiLSTM outputs ``hs <f32>[T, B, 2H]``, ``tokens <int32>[T, B]`` -> ``(logits, attention <f32>[B, T])``."""
         scores = self.attention_scores(hs, query)  # [T, B]
         alpha = masked_softmax(scores, attention_mask(tokens), axis=0)
         context = jnp.einsum("tb,tbd->bd", alpha, hs)
         return self.decode(context, query), alpha.T
 
     def __call__(self, tokens, aux_tokens=None):
-        """``<int32>[B, T]``, aux ``<int32>[B, Ta]`` -> ``(logits <f32>[B, C], attention <f32>[B, T])``."""
+        """``<int32>[B, T]``, aux ``<int32>[B, Ta]`` -> ``(logits <f32>[B, C], attention <f32>[B, T])``.
+
+        The training path: embeddings gathered time-major, projection and recurrence in time
+        chunks (``BiLSTM.encode``); the same function as the attribution seam above."""
         tokens_tm = jnp.swapaxes(tokens, 0, 1)
-        proj = self.encoder.project(self.embed(tokens_tm))  # [T, B, 8H], gathered time-major
-        return self.logits_time_major(proj, tokens_tm, self.query(aux_tokens))
+        hs, _ = self.encoder.encode(self.embed(tokens_tm), lstm_mask(tokens_tm))
+        return self.logits_from_hidden(hs, tokens_tm, self.query(aux_tokens))
 
 
 class SingleSequenceModel(_Base):
@@ -79,10 +87,10 @@ class SingleSequenceModel(_Base):
     no_weight_decay = ("attention",)
 
     def __init__(self, vocab_size: int, num_classes: int, *, embedding_dim: int = 300, hidden_size: int = 128,
-                 embedding: Optional[np.ndarray] = None, rngs: nnx.Rngs, unroll: int = 1):
+                 embedding: Optional[np.ndarray] = None, rngs: nnx.Rngs):
         h = hidden_size
         self.embedding = _embedding_param(vocab_size, embedding_dim, embedding, rngs)
-        self.encoder = BiLSTM(embedding_dim, h, rngs=rngs, unroll=unroll)
+        self.encoder = BiLSTM(embedding_dim, h, rngs=rngs)
         self.attention = nnx.Dict(hidden=torch_linear(2 * h, h, rngs=rngs),
                                   score=torch_linear(h, 1, rngs=rngs, use_bias=False))
         self.decoder = torch_linear(2 * h, num_classes, rngs=rngs)
@@ -108,13 +116,13 @@ class PairedSequenceModel(_Base):
     no_weight_decay = ()
 
     def __init__(self, vocab_size: int, num_classes: int, *, embedding_dim: int = 300, hidden_size: int = 128,
-                 embedding: Optional[np.ndarray] = None, rngs: nnx.Rngs, unroll: int = 1):
+                 embedding: Optional[np.ndarray] = None, rngs: nnx.Rngs):
         h = hidden_size
         self.embedding = _embedding_param(vocab_size, embedding_dim, embedding, rngs)
         # Own table, initialised from the same matrix as the main one (the original).
         self.aux_embedding = nnx.Param(jnp.array(self.embedding[...]))
-        self.encoder = BiLSTM(embedding_dim, h, rngs=rngs, unroll=unroll)
-        self.aux_encoder = BiLSTM(embedding_dim, h, rngs=rngs, unroll=unroll)
+        self.encoder = BiLSTM(embedding_dim, h, rngs=rngs)
+        self.aux_encoder = BiLSTM(embedding_dim, h, rngs=rngs)
         self.attention = nnx.Dict(main=torch_linear(2 * h, h, rngs=rngs), aux=torch_linear(2 * h, h, rngs=rngs),
                                   score=torch_linear(h, 1, rngs=rngs, use_bias=False))
         self.decoder = nnx.Dict(main=torch_linear(2 * h, h, rngs=rngs), aux=torch_linear(2 * h, h, rngs=rngs),
@@ -125,8 +133,7 @@ class PairedSequenceModel(_Base):
         if aux_tokens is None:
             raise ValueError("a paired-sequence model needs the auxiliary sequence (aux_tokens)")
         aux_tm = jnp.swapaxes(aux_tokens, 0, 1)
-        proj = self.aux_encoder.project(jnp.take(self.aux_embedding[...], aux_tm, axis=0))
-        _, final = self.aux_encoder.recur_time_major(proj, lstm_mask(aux_tm))
+        _, final = self.aux_encoder.encode(jnp.take(self.aux_embedding[...], aux_tm, axis=0), lstm_mask(aux_tm))
         return final
 
     def attention_scores(self, hs, query):
@@ -141,8 +148,8 @@ class PairedSequenceModel(_Base):
 
 
 def build_model(*, paired: bool, vocab_size: int, num_classes: int, embedding_dim: int, hidden_size: int,
-                seed: int, embedding: Optional[np.ndarray] = None, unroll: int = 1) -> _Base:
+                seed: int, embedding: Optional[np.ndarray] = None) -> _Base:
     """The task's model with parameters drawn from ``seed`` (deterministic)."""
     cls = PairedSequenceModel if paired else SingleSequenceModel
     return cls(vocab_size, num_classes, embedding_dim=embedding_dim, hidden_size=hidden_size,
-               embedding=embedding, rngs=nnx.Rngs(params=seed), unroll=unroll)
+               embedding=embedding, rngs=nnx.Rngs(params=seed))
