@@ -26,10 +26,13 @@ def get_config() -> ml_collections.ConfigDict:
     c.weight_decay = 1e-5
     c.pool_batches = 50  # sort by length inside pools of this many batches; 0 = plain shuffle
     c.num_seeds = 1  # >1: train seeds seed..seed+num_seeds-1 together in one process
-    # How seeds train together: "vmap" (one program over stacked parameters: accelerators), "loop"
-    # (one after another, sharing start-up, data and compilation: faster on a CPU), "auto" (vmap
-    # unless the default backend is the CPU).
+    # How seeds (and k_together values) train together: "vmap" (one program over stacked
+    # parameters: accelerators), "loop" (one after another, sharing start-up, data and
+    # compilation: faster on a CPU), "auto" (vmap unless the default backend is the CPU).
     c.seeds_together = "auto"
+    # More classic-ROAR k values (same measure, strategy and seed) trained together with k, like
+    # num_seeds: e.g. --config.k=10 --config.k_together='(20,30)'. Every run writes its own result.
+    c.k_together = ()
     # --- ROAR ----------------------------------------------------------------------------
     c.k = 0  # 0 = the unmasked base model
     c.roar_strategy = "quantile"  # "count" (k tokens) | "quantile" (k% of eligible tokens)
@@ -49,6 +52,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.grid.count_k = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)  # classic for random; recursive for the others
     c.grid.classic = True
     c.grid.recursive = True
+    # The sweep trains each seed's classic runs of one measure and strategy together (one
+    # run_together call per group: one vmapped program on accelerators, see seeds_together).
+    c.grid.classic_together = False
     # --- where things go -------------------------------------------------------------------
     c.persistent_dir = "./runs"
     # XLA's persistent compilation cache: later runs (and Slurm jobs sharing the directory) skip

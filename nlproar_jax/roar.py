@@ -11,6 +11,7 @@ skipped.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -176,8 +177,9 @@ def masked_data(paths: Paths, exp: Experiment, base_data: TaskData, config) -> T
 
 
 # -- one run -------------------------------------------------------------------------------
+# Fields that do not change what one run computes: how and where it runs, and which grid it is part of.
 _NOT_IDENTITY = ("persistent_dir", "data_dir", "config_file", "compilation_cache_dir", "seeds_together",
-                 "malloc_hugetlb")
+                 "malloc_hugetlb", "k_together", "grid")
 SEEDS_TOGETHER = ("auto", "vmap", "loop")
 
 
@@ -276,10 +278,10 @@ def _load_result(path: str) -> dict:
 def run_experiment(config, *, base_data: Optional[TaskData] = None) -> dict:
     """Run (or resume, or skip if finished) the experiment ``config`` describes; return its results.
 
-    With ``config.num_seeds > 1`` this trains seeds ``seed .. seed + num_seeds - 1`` together
-    (:func:`run_seeds`) and returns the first seed's result."""
-    if int(config.num_seeds) > 1:
-        return run_seeds(config, base_data=base_data)[0]
+    With ``config.num_seeds > 1`` or ``config.k_together`` this trains every (seed, k) of
+    :func:`together_configs` together (:func:`run_together`) and returns the first one's result."""
+    if int(config.num_seeds) > 1 or tuple(config.k_together):
+        return run_together(together_configs(config), base_data=base_data)[0]
     exp = Experiment.from_config(config)
     paths = Paths(config.persistent_dir)
     if os.path.exists(paths.result(exp)):
@@ -294,27 +296,48 @@ def run_experiment(config, *, base_data: Optional[TaskData] = None) -> dict:
     return _finish(config, exp, paths, data, graphdef, fitted, seconds)
 
 
-def run_seeds(config, *, base_data: Optional[TaskData] = None) -> list[dict]:
-    """Seeds ``seed .. seed + num_seeds - 1`` of one experiment in this process; each seed writes the
-    same files a single run would, and finished seeds are skipped.
+def together_configs(config) -> list:
+    """One single-run config per (seed, k) that ``config`` asks to train together: seeds ``seed ..
+    seed + num_seeds - 1``, and k in ``(k,) + k_together`` (classic ROAR only: every such run's
+    reference is the seed's k = 0 model, and its masked data has the unmasked data's shapes)."""
+    ks = (int(config.k),) + tuple(int(k) for k in config.k_together)
+    if len(ks) > 1:
+        if bool(config.recursive):
+            raise ValueError(f"k_together={tuple(config.k_together)} trains classic ROAR runs together; a "
+                             "recursive run needs the previous step's model first: run recursive steps one by one")
+        if min(ks) <= 0:
+            raise ValueError(f"k_together trains classic ROAR runs (k > 0) after their k=0 base model; "
+                             f"got k values {ks}")
+        if len(set(ks)) < len(ks):
+            raise ValueError(f"k={config.k} with k_together={tuple(config.k_together)} repeats a k value")
+    configs = []
+    for i in range(int(config.num_seeds)):
+        for k in ks:
+            c = config.copy_and_resolve_references()
+            c.seed, c.num_seeds, c.k, c.k_together = int(config.seed) + i, 1, k, ()
+            Experiment.from_config(c)  # validates each run
+            configs.append(c)
+    return configs
 
-    ``config.seeds_together``: "vmap" trains them in one vmapped program
-    (:func:`~nlproar_jax.stacked_training.fit_stacked`); "loop" trains them one after another,
-    sharing start-up, data and compiled steps (on a CPU, already compute-bound on one model, this
-    is the faster); "auto" picks vmap on accelerators and loop on the CPU."""
+
+def run_together(configs: list, *, base_data: Optional[TaskData] = None) -> list[dict]:
+    """Several single-run configs of one task (e.g. :func:`together_configs`) in this process; each
+    writes the same files a single run would, and finished ones are skipped.
+
+    ``seeds_together`` (of the first config): "vmap" trains them in one vmapped program over
+    stacked parameters (:func:`~nlproar_jax.stacked_training.fit_stacked`); "loop" trains them one
+    after another, sharing start-up, data and compiled steps (on a CPU, already compute-bound on
+    one model, this is the faster); "auto" picks vmap on accelerators and loop on the CPU. Their
+    datasets must have the same shapes when vmapped: seeds and classic-ROAR k values of one task do."""
     from nlproar_jax.stacked_training import fit_stacked
 
+    config = configs[0]
     mode = config.seeds_together
     if mode not in SEEDS_TOGETHER:
         raise ValueError(f"unknown seeds_together {mode!r}; valid: {list(SEEDS_TOGETHER)}")
     if mode == "auto":
         mode = "loop" if jax.default_backend() == "cpu" else "vmap"
-    configs = []
-    for i in range(int(config.num_seeds)):
-        c = config.copy_and_resolve_references()
-        c.seed, c.num_seeds = int(config.seed) + i, 1
-        configs.append(c)
-    if mode == "loop":  # the task is loaded once for all seeds
+    if mode == "loop":  # the task is loaded once for all runs
         base_data = base_data if base_data is not None else load_base_data(config)
         return [run_experiment(c, base_data=base_data) for c in configs]
     paths = Paths(config.persistent_dir)
@@ -328,14 +351,17 @@ def run_seeds(config, *, base_data: Optional[TaskData] = None) -> list[dict]:
             model, graphdef, params = init_model(configs[i], data, exps[i].seed)
             prepared.append((data, seconds, params))
         first = exps[todo[0]]
-        log.info("%s: training seeds %s together, %d epochs", first.id, [exps[i].seed for i in todo],
-                 config.max_epochs)
+        # One checkpoint directory per set of runs, so a resumed group never restores another's state.
+        group = hashlib.sha1(",".join(exps[i].id for i in todo).encode()).hexdigest()[:12]
+        stacked_dir = os.path.join(paths.run_dir(first), f"stacked-checkpoints-{group}")
+        log.info("%s: training %s together, %d epochs", first.id,
+                 ", ".join(f"seed {exps[i].seed} k={exps[i].k}" for i in todo), config.max_epochs)
         fitted = fit_stacked(
             graphdef, [p for _, _, p in prepared], [d.splits["train"] for d, _, _ in prepared],
             [d.splits["val"] for d, _, _ in prepared], [exps[i].seed for i in todo],
-            **_fit_settings(config, first, model), checkpoint_dir=os.path.join(paths.run_dir(first), f"stacked-checkpoints-{len(todo)}"),
+            **_fit_settings(config, first, model), checkpoint_dir=stacked_dir,
             metrics_paths=[os.path.join(paths.run_dir(exps[i]), "metrics.jsonl") for i in todo])
         for i, (data, seconds, _), fit_result in zip(todo, prepared, fitted):
             results[i] = _finish(configs[i], exps[i], paths, data, graphdef, fit_result, seconds)
-        shutil.rmtree(os.path.join(paths.run_dir(first), f"stacked-checkpoints-{len(todo)}"), ignore_errors=True)
+        shutil.rmtree(stacked_dir, ignore_errors=True)
     return [results[i] for i in range(len(exps))]

@@ -43,17 +43,41 @@ def main(argv) -> None:
 
 def run_plan(config, plan) -> None:
     """Run ``plan`` (a list of :class:`~nlproar_jax.plan.PlannedRun`, in dependency order) in this
-    process, loading the task once; finished runs are skipped by :func:`~nlproar_jax.roar.run_experiment`."""
-    from nlproar_jax.roar import load_base_data, run_experiment
+    process, loading the task once; finished runs are skipped by :func:`~nlproar_jax.roar.run_experiment`.
+    With ``config.grid.classic_together`` each seed's classic runs of one measure and strategy train
+    together (:func:`~nlproar_jax.roar.run_together`)."""
+    from nlproar_jax.roar import load_base_data, run_experiment, run_together
 
     log = logging.getLogger("nlproar_jax")
     data = load_base_data(config)
     t0 = time.perf_counter()
-    for i, run in enumerate(plan, 1):
-        log.info("[%d/%d] %s", i, len(plan), run.id)
-        run_experiment(run.apply(config), base_data=data)
+    groups = group_classic_runs(plan) if config.grid.classic_together else [[run] for run in plan]
+    done = 0
+    for group in groups:
+        done += len(group)
+        log.info("[%d/%d] %s", done, len(plan), " + ".join(run.id for run in group))
+        if len(group) == 1:
+            run_experiment(group[0].apply(config), base_data=data)
+        else:
+            run_together([run.apply(config) for run in group], base_data=data)
     log.info("sweep of %d runs done in %.0fs", len(plan), time.perf_counter() - t0)
 
+
+def group_classic_runs(plan) -> list[list]:
+    """``plan`` cut into groups: consecutive classic runs (k > 0) of one seed, measure and strategy
+    form one group (their reference is the seed's base model, already earlier in the plan); every
+    other run is a group of its own. The plan's order is kept."""
+    def key(run):
+        e = run.experiment
+        return None if e.is_base or e.recursive else (e.seed, e.measure, e.strategy)
+
+    groups: list[list] = []
+    for run in plan:
+        if groups and key(run) is not None and key(groups[-1][-1]) == key(run):
+            groups[-1].append(run)
+        else:
+            groups.append([run])
+    return groups
 
 if __name__ == "__main__":
     app.run(main)

@@ -88,6 +88,10 @@ def test_changed_settings_in_the_same_run_directory_are_refused(tiny_config):
     os.remove(Paths(tiny_config.persistent_dir).result(Experiment.from_config(tiny_config)))
     with pytest.raises(ValueError, match="different settings.*hidden_size"):
         run_experiment(with_(tiny_config, hidden_size=7))
+    # What does not change the run is no different setting: a larger grid resumes the same run.
+    grown = with_(tiny_config, seeds_together="loop")
+    grown.grid.seeds = (0, 1, 2, 3, 4, 5)
+    assert run_experiment(grown)["experiment_id"] == "synthetic_rnn_s-0"
 
 
 @pytest.mark.parametrize("field,value,message", [

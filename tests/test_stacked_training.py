@@ -65,3 +65,72 @@ def test_num_seeds_writes_the_same_results_as_separate_runs(tmp_path, mode):
         for k in alone["test"]:
             assert stacked["test"][k] == pytest.approx(alone["test"][k], abs=METRIC_ATOL)
         assert os.path.isdir(tmp_path / "b" / "runs" / f"synthetic_rnn_s-{seed}" / "model")
+
+
+def tiny_roar_config(tmp_path, name):
+    c = load_config()
+    c.dataset.train_size, c.dataset.val_size, c.dataset.test_size = 100, 40, 40
+    c.dataset.max_length = 16
+    c.embedding_dim = c.hidden_size = 6
+    c.max_epochs = 1
+    c.importance_measure = "attention"
+    c.persistent_dir = str(tmp_path / name)
+    return c
+
+
+@pytest.mark.parametrize("mode", ["vmap", "loop"])
+def test_k_together_writes_the_same_results_as_separate_runs(tmp_path, mode):
+    """Classic ROAR at k = 10, 20, 30 trained together (one vmapped program, or one process) writes
+    what three separate runs write."""
+    together, separate = tiny_roar_config(tmp_path, "b"), tiny_roar_config(tmp_path, "a")
+    run_experiment(together)  # the k = 0 base models
+    run_experiment(separate)
+    together.k, together.k_together, together.seeds_together = 10, (20, 30), mode
+    first = run_experiment(together)
+    assert first["k"] == 10
+    for k in (10, 20, 30):
+        separate.k = k
+        alone = run_experiment(separate)
+        with open(tmp_path / "b" / "results" / f"{alone['experiment_id']}.json") as f:
+            stacked = json.load(f)
+        assert stacked["k"] == k and stacked["reference_id"] == "synthetic_rnn_s-0"
+        for metric in alone["test"]:
+            assert stacked["test"][metric] == pytest.approx(alone["test"][metric], abs=METRIC_ATOL)
+    # Rerunning the group finds every run finished.
+    assert run_experiment(together)["test"] == first["test"]
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(k=10, k_together=(20,), recursive=True), "recursive"),
+    (dict(k=0, k_together=(20,)), "k > 0"),
+    (dict(k=10, k_together=(10,)), "repeats"),
+    (dict(k=10, k_together=(120,)), "out of range"),
+])
+def test_k_together_refuses_what_cannot_train_together(tmp_path, changes, message):
+    c = tiny_roar_config(tmp_path, "c")
+    for key, value in changes.items():
+        c[key] = value
+    with pytest.raises(ValueError, match=message):
+        run_experiment(c)
+
+
+def test_sweep_groups_each_seeds_classic_runs_by_measure_and_strategy():
+    from nlproar_jax.plan import plan_grid
+    from nlproar_jax.sweep import group_classic_runs
+
+    c = load_config()
+    c.grid.seeds = (0, 1)
+    plan = plan_grid(c)
+    groups = group_classic_runs(plan)
+    assert [run for group in groups for run in group] == plan  # same runs, same order
+    for group in groups:
+        exps = [run.experiment for run in group]
+        if len(group) > 1:
+            assert all(e.k > 0 and not e.recursive for e in exps)
+            assert len({(e.seed, e.measure, e.strategy) for e in exps}) == 1
+        else:
+            assert exps[0].is_base or exps[0].recursive or exps[0].k > 0
+    quantile_random = [g for g in groups if g[0].experiment.measure == "random"
+                       and g[0].experiment.strategy == "quantile" and len(g) > 1]
+    assert sorted(r.experiment.k for r in quantile_random[0]) == sorted(
+        list(c.grid.quantile_k) + list(c.grid.random_quantile_k))
