@@ -40,15 +40,20 @@ def test_stacked_fit_equals_separate_fits():
             assert m2[k] == pytest.approx(m1[k], abs=METRIC_ATOL)
 
 
-@pytest.mark.parametrize("mode", ["vmap", "loop"])
-def test_num_seeds_writes_the_same_results_as_separate_runs(tmp_path, mode):
+def tiny_roar_config(tmp_path, name):
     c = load_config()
     c.dataset.train_size, c.dataset.val_size, c.dataset.test_size = 100, 40, 40
     c.dataset.max_length = 16
     c.embedding_dim = c.hidden_size = 6
     c.max_epochs = 1
-    separate, together = c.copy_and_resolve_references(), c.copy_and_resolve_references()
-    separate.persistent_dir, together.persistent_dir = str(tmp_path / "a"), str(tmp_path / "b")
+    c.importance_measure = "attention"
+    c.persistent_dir = str(tmp_path / name)
+    return c
+
+
+@pytest.mark.parametrize("mode", ["vmap", "loop"])
+def test_num_seeds_writes_the_same_results_as_separate_runs(tmp_path, mode):
+    separate, together = tiny_roar_config(tmp_path, "a"), tiny_roar_config(tmp_path, "b")
     together.num_seeds = 2
     together.seeds_together = mode
     run_experiment(together)
@@ -65,17 +70,6 @@ def test_num_seeds_writes_the_same_results_as_separate_runs(tmp_path, mode):
         for k in alone["test"]:
             assert stacked["test"][k] == pytest.approx(alone["test"][k], abs=METRIC_ATOL)
         assert os.path.isdir(tmp_path / "b" / "runs" / f"synthetic_rnn_s-{seed}" / "model")
-
-
-def tiny_roar_config(tmp_path, name):
-    c = load_config()
-    c.dataset.train_size, c.dataset.val_size, c.dataset.test_size = 100, 40, 40
-    c.dataset.max_length = 16
-    c.embedding_dim = c.hidden_size = 6
-    c.max_epochs = 1
-    c.importance_measure = "attention"
-    c.persistent_dir = str(tmp_path / name)
-    return c
 
 
 @pytest.mark.parametrize("mode", ["vmap", "loop"])
