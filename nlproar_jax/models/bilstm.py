@@ -73,12 +73,21 @@ def default_chunks(steps: int, batch: int, hidden: int) -> int:
     return max(1, round(steps * batch * 8 * hidden * 4 / CHUNK_BYTES))
 
 
+def _g_columns(hidden):
+    """``<bool>[4H]``: True at the g (cell input, tanh) gate's columns of (i, f, g, o)."""
+    return (jnp.arange(4 * hidden) // hidden) == 2
+
+
 def _gates_to_activations(gates, hidden):
     """``<f32>[..., 4H]`` pre-activations -> ``i, f, g, o`` activations in one array: sigmoid on
     i, f, o and tanh on g. Both functions are evaluated on the whole row and selected, which XLA's
     CPU emitter vectorises far better than four column slices (benchmarks/RESULTS.md)."""
-    is_g = (jnp.arange(4 * hidden) // hidden) == 2
-    return jnp.where(is_g, jnp.tanh(gates), jax.nn.sigmoid(gates))
+    return jnp.where(_g_columns(hidden), jnp.tanh(gates), jax.nn.sigmoid(gates))
+
+
+def _step_mask(m, s, r):
+    """``<bool>[2, B, 1]``: real-token mask of the forward direction at ``s`` and the backward one at ``r``."""
+    return jnp.stack([m[s], m[r]])[..., None]
 
 
 def _split_gates(a, hidden):
@@ -106,7 +115,7 @@ def _forward_chunk(carry, uf, ub, b, m, w_hh, start, keep_residuals):
         j = n - 1 - i      # ... and its index in ub
         u_t = jnp.stack([jax.lax.dynamic_index_in_dim(uf, i, keepdims=False),
                          jax.lax.dynamic_index_in_dim(ub, j, keepdims=False)])
-        m_t = jnp.stack([m[s], m[r]])[..., None]  # [2, B, 1]
+        m_t = _step_mask(m, s, r)
         a = _gates_to_activations(u_t + b + jnp.einsum("dbh,dhg->dbg", h, w_hh), hidden)
         i_, f_, g_, o_ = _split_gates(a, hidden)
         c_new = f_ * c + i_ * g_
@@ -175,7 +184,7 @@ def _backward_chunk(carry, residuals, d_ys, m, w_t, start):
     n, _, batch, gates = acts.shape
     hidden = gates // 4
     steps = m.shape[0]
-    is_g = (jnp.arange(gates) // hidden) == 2
+    is_g = _g_columns(hidden)
 
     def step(state, x):
         dh, dc, d_bias, dub = state  # dh, dc: cotangents of the carried state after this step
@@ -183,7 +192,7 @@ def _backward_chunk(carry, residuals, d_ys, m, w_t, start):
         s = start + i
         r = steps - 1 - s
         i_, f_, g_, o_ = _split_gates(a, hidden)
-        k = jnp.stack([m[s], m[r]])[..., None].astype(dh.dtype)
+        k = _step_mask(m, s, r).astype(dh.dtype)
         dy = jnp.stack([jax.lax.dynamic_slice(d_ys, (s, 0, 0), (1, batch, hidden))[0],
                         jax.lax.dynamic_slice(d_ys, (r, 0, hidden), (1, batch, hidden))[0]])
         dh_new = k * (dh + dy)  # the output is h' * k; the carry takes h' where k
