@@ -181,3 +181,15 @@ def test_chunk_sizes_are_symmetric_and_cover_every_step(steps, chunks):
     assert sum(sizes) == steps and min(sizes) >= 1
     assert sizes == sizes[::-1]  # chunk j's backward positions are chunk C-1-j's forward ones
     assert abs(len(sizes) - min(chunks, steps)) <= 1
+
+
+def test_default_chunks_about_chunk_steps_per_chunk_on_cpu():
+    from nlproar_jax.models.bilstm import CHUNK_STEPS, default_chunks
+
+    if jax.default_backend() != "cpu":
+        assert default_chunks(250, 32, 128) == 1
+        return
+    assert default_chunks(1, 32, 128) == 1
+    assert default_chunks(CHUNK_STEPS, 32, 128) == 1
+    assert default_chunks(250, 32, 128) == round(250 / CHUNK_STEPS)
+    assert default_chunks(250, 32, 128) == default_chunks(250, 8, 64)  # length alone decides

@@ -14,14 +14,17 @@ time-major). Padding is never processed: the state is carried unchanged across [
 positions, so the backward direction starts at each row's last real token, like
 PyTorch's packed sequences. Gate order is PyTorch's (i, f, g, o).
 
-Training (:meth:`BiLSTM.encode`) runs the steps in a few time chunks: chunk ``j``
-covers steps ``[a_j, b_j)``, i.e. forward positions ``[a_j, b_j)`` and backward
-positions ``[T-b_j, T-a_j)`` (chunk sizes are symmetric, so that is chunk ``C-1-j``'s
-range), and each chunk's projection is computed right before its loop and its input
-gradient consumed right after its backward loop. On a CPU a whole long sequence's
-``[T, B, 8H]`` projection and its gradient do not fit in the cache (33 MB at T = 250,
-B = 32, H = 128); a chunk's do. Chunking changes no value: every chunking gives the
-same function and gradients (``tests/test_models.py``).
+Training (:meth:`BiLSTM.encode`) runs the steps in time chunks: chunk ``j`` covers
+steps ``[a_j, b_j)``, i.e. forward positions ``[a_j, b_j)`` and backward positions
+``[T-b_j, T-a_j)`` (chunk sizes are symmetric, so that is chunk ``C-1-j``'s range). The
+projection and its gradients live inside the recurrence's VJP
+(:func:`_encode_recurrence`): chunk ``j+1``'s projection depends on the state entering
+chunk ``j``'s loop, and chunk ``j``'s input-gradient matmuls are made right after its
+backward loop. XLA:CPU runs one ``while`` loop on one thread, and it runs an independent
+matmul beside it only when both are ready at once: so on a CPU the second core computes
+projections and gradients while the first runs the loops (about 32 steps per chunk,
+:func:`default_chunks`). Chunking changes no value: every chunking gives the same
+function and gradients (``tests/test_models.py``).
 
 The recurrence has a hand-written VJP (:func:`_recurrence`): the forward loops keep
 only the gate activations, the previous states and tanh(c) per step, the backward
@@ -41,9 +44,10 @@ from flax import nnx
 
 from nlproar_jax.models.layers import uniform
 
-# Training splits the time axis into chunks whose projection ([n, B, 8H] float32) is about
-# this large, on CPUs only (benchmarks/RESULTS.md: a cache effect; accelerators take one chunk).
-CHUNK_BYTES = 16 * 2**20
+# Training splits the time axis into chunks of about this many steps, on CPUs only: each chunk's
+# projection matmul runs beside the previous chunk's loop, and its input-gradient matmuls beside
+# the next chunk's backward loop (benchmarks/RESULTS.md). Accelerators take one chunk.
+CHUNK_STEPS = 32
 
 
 def chunk_sizes(steps: int, chunks: int) -> tuple[int, ...]:
@@ -66,11 +70,13 @@ def chunk_sizes(steps: int, chunks: int) -> tuple[int, ...]:
 
 
 def default_chunks(steps: int, batch: int, hidden: int) -> int:
-    """How many time chunks :meth:`BiLSTM.encode` uses: about :data:`CHUNK_BYTES` of projection
-    per chunk on a CPU backend, one chunk on accelerators."""
+    """How many time chunks :meth:`BiLSTM.encode` uses: about :data:`CHUNK_STEPS` steps per
+    chunk on a CPU backend (``batch`` and ``hidden`` do not change the choice), one chunk on
+    accelerators."""
+    del batch, hidden
     if jax.default_backend() != "cpu":
         return 1
-    return max(1, round(steps * batch * 8 * hidden * 4 / CHUNK_BYTES))
+    return max(1, round(steps / CHUNK_STEPS))
 
 
 def _g_columns(hidden):
@@ -235,6 +241,88 @@ def _recurrence_bwd(saved, cotangents):
 _recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
 
 
+def _encode_forward(pieces, w_ih, bias, m, w_hh, keep_residuals):
+    """:func:`_forward` with each chunk's projection made inside: chunk ``j`` reads
+    ``pieces[j] @ W_f`` and ``pieces[C-1-j] @ W_b``. The projection of chunk ``j+1`` depends
+    on the state entering chunk ``j``'s loop, so the two become ready together and XLA:CPU
+    runs the matmul beside the loop instead of all projections first (benchmarks/RESULTS.md)."""
+    count = len(pieces)
+    steps, batch = m.shape
+    hidden = w_hh.shape[1]
+    w_f, w_b = w_ih[:, :4 * hidden], w_ih[:, 4 * hidden:]
+    b = bias.reshape(2, 1, 4 * hidden)
+    zeros = jnp.zeros((2, batch, hidden), pieces[0].dtype)
+    carry = (zeros, zeros, jnp.zeros((steps, batch, 2 * hidden), pieces[0].dtype))
+    uf, ub = pieces[0] @ w_f, pieces[count - 1] @ w_b
+    residuals, start = [], 0
+    for j in range(count):
+        if j + 1 < count:
+            # A data dependency, not an optimization_barrier: XLA:CPU's runtime orders thunks
+            # by the buffers they use, and barriers are gone by then. 0 * h is not folded.
+            tie = 0.0 * carry[0][0, 0, 0]
+            nf, nb = pieces[j + 1] @ (w_f + tie), pieces[count - 2 - j] @ (w_b + tie)
+        carry, res = _forward_chunk(carry, uf, ub, b, m, w_hh, start, keep_residuals)
+        residuals.append(res)
+        start += uf.shape[0]
+        if j + 1 < count:
+            uf, ub = nf, nb
+    h_last, _, ys = carry
+    return (ys, h_last), tuple(residuals)
+
+
+@jax.custom_vjp
+def _encode_recurrence(pieces, w_ih, bias, m, w_hh):
+    """The training path: projection and both LSTM directions over time chunks.
+
+    Args:
+      pieces: tuple of ``<f32>[n_j, B, D]``: the embeddings of positions ``[a_j, b_j)``, chunk
+        sizes symmetric (:func:`chunk_sizes`).
+      w_ih: ``<f32>[D, 8H]``; bias, m, w_hh: as :func:`_recurrence`.
+    Returns:
+      as :func:`_recurrence`.
+    """
+    return _encode_forward(pieces, w_ih, bias, m, w_hh, keep_residuals=False)[0]
+
+
+def _encode_recurrence_fwd(pieces, w_ih, bias, m, w_hh):
+    out, residuals = _encode_forward(pieces, w_ih, bias, m, w_hh, keep_residuals=True)
+    return out, (residuals, pieces, w_ih, m, w_hh)
+
+
+def _encode_recurrence_bwd(saved, cotangents):
+    """Chunk ``j``'s input gradients (into ``pieces[j]`` and ``pieces[C-1-j]``, and W_ih) are
+    computed right after its backward loop, beside the next chunk's loop."""
+    residuals, pieces, w_ih, m, w_hh = saved
+    d_ys, d_h_last = cotangents
+    count = len(pieces)
+    batch = m.shape[1]
+    hidden = w_hh.shape[1]
+    w_f, w_b = w_ih[:, :4 * hidden], w_ih[:, 4 * hidden:]
+    w_t = jnp.swapaxes(w_hh, 1, 2)
+    starts = list(itertools.accumulate([0] + [piece.shape[0] for piece in pieces[:-1]]))
+    carry = (d_h_last, jnp.zeros_like(d_h_last), jnp.zeros((2, batch, 4 * hidden), d_ys.dtype))
+    d_pieces = [None] * count
+    d_w_f = d_w_b = None
+    d_w_hh = jnp.zeros_like(w_hh)
+    for j in reversed(range(count)):
+        carry, duf, dub, d_w = _backward_chunk(carry, residuals[j], d_ys, m, w_t, starts[j])
+        d_w_hh = d_w_hh + d_w
+        k = count - 1 - j
+        df = jnp.einsum("tbg,dg->tbd", duf, w_f)
+        db = jnp.einsum("tbg,dg->tbd", dub, w_b)
+        d_pieces[j] = df if d_pieces[j] is None else d_pieces[j] + df
+        d_pieces[k] = db if d_pieces[k] is None else d_pieces[k] + db
+        gf = jnp.einsum("tbd,tbg->dg", pieces[j], duf)
+        gb = jnp.einsum("tbd,tbg->dg", pieces[k], dub)
+        d_w_f = gf if d_w_f is None else d_w_f + gf
+        d_w_b = gb if d_w_b is None else d_w_b + gb
+    d_bias = jnp.sum(carry[2], axis=1).reshape(-1)
+    return tuple(d_pieces), jnp.concatenate([d_w_f, d_w_b], axis=1), d_bias, None, d_w_hh
+
+
+_encode_recurrence.defvjp(_encode_recurrence_fwd, _encode_recurrence_bwd)
+
+
 class BiLSTM(nnx.Module):
     """Parameters: ``w_ih <f32>[input, 8H]`` (forward gates then backward gates),
     ``w_hh <f32>[2, H, 4H]``, ``bias <f32>[8H]`` (the sum of PyTorch's two biases)."""
@@ -268,15 +356,11 @@ class BiLSTM(nnx.Module):
           ``<f32>[batch, 2H]``: forward after the last real token ⊕ backward after the first.
         """
         steps, batch, _ = emb.shape
-        h4 = 4 * self.hidden_size
         if chunks is None:
             chunks = default_chunks(steps, batch, self.hidden_size)
         sizes = chunk_sizes(steps, chunks)
-        pieces = jnp.split(emb, list(itertools.accumulate(sizes[:-1])), axis=0)
-        w_f, w_b = self.w_ih[:, :h4], self.w_ih[:, h4:]
-        uf = tuple(p @ w_f for p in pieces)
-        ub = tuple(pieces[len(pieces) - 1 - j] @ w_b for j in range(len(pieces)))
-        return self._final(*_recurrence(uf, ub, self.bias[...], mask, self.w_hh[...]))
+        pieces = tuple(jnp.split(emb, list(itertools.accumulate(sizes[:-1])), axis=0))
+        return self._final(*_encode_recurrence(pieces, self.w_ih[...], self.bias[...], mask, self.w_hh[...]))
 
     def recur_time_major(self, proj: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Run both directions over a whole time-major projection (the attribution path).
