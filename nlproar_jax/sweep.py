@@ -79,5 +79,6 @@ def group_classic_runs(plan) -> list[list]:
             groups.append([run])
     return groups
 
+
 if __name__ == "__main__":
     app.run(main)

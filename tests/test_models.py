@@ -187,9 +187,8 @@ def test_default_chunks_about_chunk_steps_per_chunk_on_cpu():
     from nlproar_jax.models.bilstm import CHUNK_STEPS, default_chunks
 
     if jax.default_backend() != "cpu":
-        assert default_chunks(250, 32, 128) == 1
+        assert default_chunks(250) == 1
         return
-    assert default_chunks(1, 32, 128) == 1
-    assert default_chunks(CHUNK_STEPS, 32, 128) == 1
-    assert default_chunks(250, 32, 128) == round(250 / CHUNK_STEPS)
-    assert default_chunks(250, 32, 128) == default_chunks(250, 8, 64)  # length alone decides
+    assert default_chunks(1) == 1
+    assert default_chunks(CHUNK_STEPS) == 1
+    assert default_chunks(250) == round(250 / CHUNK_STEPS)

@@ -26,7 +26,8 @@ projections and gradients while the first runs the loops (about 32 steps per chu
 :func:`default_chunks`). Chunking changes no value: every chunking gives the same
 function and gradients (``tests/test_models.py``).
 
-The recurrence has a hand-written VJP (:func:`_recurrence`): the forward loops keep
+The recurrence has a hand-written VJP (:func:`_forward`, :func:`_backward`, shared by
+:func:`_recurrence` and :func:`_encode_recurrence`): the forward loops keep
 only the gate activations, the previous states and tanh(c) per step, the backward
 loops need no transcendentals, and the W_hh gradient is one matmul per chunk and
 direction (dead code, removed by XLA, when only input gradients are wanted, as in IG).
@@ -69,11 +70,9 @@ def chunk_sizes(steps: int, chunks: int) -> tuple[int, ...]:
     return tuple(sizes)
 
 
-def default_chunks(steps: int, batch: int, hidden: int) -> int:
+def default_chunks(steps: int) -> int:
     """How many time chunks :meth:`BiLSTM.encode` uses: about :data:`CHUNK_STEPS` steps per
-    chunk on a CPU backend (``batch`` and ``hidden`` do not change the choice), one chunk on
-    accelerators."""
-    del batch, hidden
+    chunk on a CPU backend, one chunk on accelerators."""
     if jax.default_backend() != "cpu":
         return 1
     return max(1, round(steps / CHUNK_STEPS))
@@ -143,42 +142,31 @@ def _forward_chunk(carry, uf, ub, b, m, w_hh, start, keep_residuals):
     return (h, c, ys), (residuals + (hpb,) if keep_residuals else None)
 
 
-def _forward(uf, ub, bias, m, w_hh, keep_residuals):
+def _forward(project, count, bias, m, w_hh, dtype, keep_residuals):
+    """The forward loops of ``count`` time chunks (see :func:`_recurrence`).
+
+    ``project(j, h) -> (uf_j, ub_j)`` gives chunk ``j``'s input projections (as
+    :func:`_forward_chunk` reads them); ``h <f32>[2, B, H]`` is the hidden state entering
+    chunk ``j-1``'s loop, which chunk ``j``'s projection is called with, before that loop.
+    Returns ``(ys, h_last)`` and the chunks' residuals.
+    """
     steps, batch = m.shape
     hidden = w_hh.shape[1]
     b = bias.reshape(2, 1, 4 * hidden)
-    zeros = jnp.zeros((2, batch, hidden), uf[0].dtype)
-    carry = (zeros, zeros, jnp.zeros((steps, batch, 2 * hidden), uf[0].dtype))
+    zeros = jnp.zeros((2, batch, hidden), dtype)
+    carry = (zeros, zeros, jnp.zeros((steps, batch, 2 * hidden), dtype))
+    uf, ub = project(0, zeros)
     residuals, start = [], 0
-    for j in range(len(uf)):
-        carry, res = _forward_chunk(carry, uf[j], ub[j], b, m, w_hh, start, keep_residuals)
+    for j in range(count):
+        if j + 1 < count:
+            after = project(j + 1, carry[0])
+        carry, res = _forward_chunk(carry, uf, ub, b, m, w_hh, start, keep_residuals)
         residuals.append(res)
-        start += uf[j].shape[0]
+        start += uf.shape[0]
+        if j + 1 < count:
+            uf, ub = after
     h_last, _, ys = carry
     return (ys, h_last), tuple(residuals)
-
-
-@jax.custom_vjp
-def _recurrence(uf, ub, bias, m, w_hh):
-    """Both LSTM directions over time chunks of the input projection.
-
-    Args:
-      uf: tuple of ``<f32>[n_j, B, 4H]``: the forward direction's input projection (no bias) of
-        positions ``[a_j, b_j)``, ``a_j = n_0 + ... + n_{j-1}``; chunk sizes symmetric.
-      ub: tuple of ``<f32>[n_j, B, 4H]``: the backward direction's, of positions ``[T-b_j, T-a_j)``.
-      bias: ``<f32>[8H]`` (forward gates, then backward gates).
-      m: ``<bool>[T, B]`` real-token mask (a prefix of each column).
-      w_hh: ``<f32>[2, H, 4H]``.
-    Returns:
-      ``ys <f32>[T, B, 2H]`` (forward ⊕ backward output at each position, 0 at padding) and the
-      final hidden state ``<f32>[2, B, H]``.
-    """
-    return _forward(uf, ub, bias, m, w_hh, keep_residuals=False)[0]
-
-
-def _recurrence_fwd(uf, ub, bias, m, w_hh):
-    out, residuals = _forward(uf, ub, bias, m, w_hh, keep_residuals=True)
-    return out, (residuals, m, w_hh)
 
 
 def _backward_chunk(carry, residuals, d_ys, m, w_t, start):
@@ -220,54 +208,69 @@ def _backward_chunk(carry, residuals, d_ys, m, w_t, start):
     return (dh, dc, d_bias), duf, dub, d_w_hh
 
 
-def _recurrence_bwd(saved, cotangents):
-    residuals, m, w_hh = saved
+def _backward(residuals, cotangents, m, w_hh, chunk_inputs):
+    """The backward loops, last chunk first: ``chunk_inputs(j, duf_j, dub_j)`` receives chunk
+    ``j``'s input cotangents right after its loop. Returns the bias and W_hh gradients."""
     d_ys, d_h_last = cotangents
     batch = m.shape[1]
     hidden = w_hh.shape[1]
     w_t = jnp.swapaxes(w_hh, 1, 2)  # [2, 4H, H]
-    starts = [0]
-    for res in residuals[:-1]:
-        starts.append(starts[-1] + res[0].shape[0])
+    starts = list(itertools.accumulate([0] + [res[0].shape[0] for res in residuals[:-1]]))
     carry = (d_h_last, jnp.zeros_like(d_h_last), jnp.zeros((2, batch, 4 * hidden), d_ys.dtype))
-    duf, dub, d_w_hh = [None] * len(residuals), [None] * len(residuals), jnp.zeros_like(w_hh)
+    d_w_hh = jnp.zeros_like(w_hh)
     for j in reversed(range(len(residuals))):
-        carry, duf[j], dub[j], d_w = _backward_chunk(carry, residuals[j], d_ys, m, w_t, starts[j])
+        carry, duf, dub, d_w = _backward_chunk(carry, residuals[j], d_ys, m, w_t, starts[j])
         d_w_hh = d_w_hh + d_w
-    d_bias = jnp.sum(carry[2], axis=1).reshape(-1)
-    return tuple(duf), tuple(dub), d_bias, None, d_w_hh
+        chunk_inputs(j, duf, dub)
+    return jnp.sum(carry[2], axis=1).reshape(-1), d_w_hh
+
+
+@jax.custom_vjp
+def _recurrence(uf, ub, bias, m, w_hh):
+    """Both LSTM directions over a whole input projection (the attribution path).
+
+    Args:
+      uf: ``<f32>[T, B, 4H]``: the forward direction's input projection (no bias).
+      ub: ``<f32>[T, B, 4H]``: the backward direction's, in position order.
+      bias: ``<f32>[8H]`` (forward gates, then backward gates).
+      m: ``<bool>[T, B]`` real-token mask (a prefix of each column).
+      w_hh: ``<f32>[2, H, 4H]``.
+    Returns:
+      ``ys <f32>[T, B, 2H]`` (forward ⊕ backward output at each position, 0 at padding) and the
+      final hidden state ``<f32>[2, B, H]``.
+    """
+    return _forward(lambda j, h: (uf, ub), 1, bias, m, w_hh, uf.dtype, keep_residuals=False)[0]
+
+
+def _recurrence_fwd(uf, ub, bias, m, w_hh):
+    out, residuals = _forward(lambda j, h: (uf, ub), 1, bias, m, w_hh, uf.dtype, keep_residuals=True)
+    return out, (residuals, m, w_hh)
+
+
+def _recurrence_bwd(saved, cotangents):
+    residuals, m, w_hh = saved
+    d_inputs = []
+    d_bias, d_w_hh = _backward(residuals, cotangents, m, w_hh, lambda j, duf, dub: d_inputs.extend((duf, dub)))
+    return d_inputs[0], d_inputs[1], d_bias, None, d_w_hh
 
 
 _recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
 
 
-def _encode_forward(pieces, w_ih, bias, m, w_hh, keep_residuals):
-    """:func:`_forward` with each chunk's projection made inside: chunk ``j`` reads
-    ``pieces[j] @ W_f`` and ``pieces[C-1-j] @ W_b``. The projection of chunk ``j+1`` depends
-    on the state entering chunk ``j``'s loop, so the two become ready together and XLA:CPU
-    runs the matmul beside the loop instead of all projections first (benchmarks/RESULTS.md)."""
+def _chunk_projection(pieces, w_ih):
+    """``project(j, h)`` for :func:`_forward`: chunk ``j`` reads ``pieces[j] @ W_f`` and
+    ``pieces[C-1-j] @ W_b``. It depends on ``h``, the state entering the previous chunk's loop,
+    so the two become ready together and XLA:CPU runs the matmul beside the loop instead of all
+    projections first (benchmarks/RESULTS.md). A data dependency, not an optimization_barrier:
+    XLA:CPU's runtime orders thunks by the buffers they use, and barriers are gone by then;
+    ``0 * h`` is not folded."""
     count = len(pieces)
-    steps, batch = m.shape
-    hidden = w_hh.shape[1]
-    w_f, w_b = w_ih[:, :4 * hidden], w_ih[:, 4 * hidden:]
-    b = bias.reshape(2, 1, 4 * hidden)
-    zeros = jnp.zeros((2, batch, hidden), pieces[0].dtype)
-    carry = (zeros, zeros, jnp.zeros((steps, batch, 2 * hidden), pieces[0].dtype))
-    uf, ub = pieces[0] @ w_f, pieces[count - 1] @ w_b
-    residuals, start = [], 0
-    for j in range(count):
-        if j + 1 < count:
-            # A data dependency, not an optimization_barrier: XLA:CPU's runtime orders thunks
-            # by the buffers they use, and barriers are gone by then. 0 * h is not folded.
-            tie = 0.0 * carry[0][0, 0, 0]
-            nf, nb = pieces[j + 1] @ (w_f + tie), pieces[count - 2 - j] @ (w_b + tie)
-        carry, res = _forward_chunk(carry, uf, ub, b, m, w_hh, start, keep_residuals)
-        residuals.append(res)
-        start += uf.shape[0]
-        if j + 1 < count:
-            uf, ub = nf, nb
-    h_last, _, ys = carry
-    return (ys, h_last), tuple(residuals)
+    hidden = w_ih.shape[1] // 8
+
+    def project(j, h):
+        tie = 0.0 * h[0, 0, 0]
+        return pieces[j] @ (w_ih[:, :4 * hidden] + tie), pieces[count - 1 - j] @ (w_ih[:, 4 * hidden:] + tie)
+    return project
 
 
 @jax.custom_vjp
@@ -276,16 +279,19 @@ def _encode_recurrence(pieces, w_ih, bias, m, w_hh):
 
     Args:
       pieces: tuple of ``<f32>[n_j, B, D]``: the embeddings of positions ``[a_j, b_j)``, chunk
-        sizes symmetric (:func:`chunk_sizes`).
+        sizes symmetric (:func:`chunk_sizes`); chunk ``j``'s loop runs forward over piece ``j``
+        and backward over piece ``C-1-j``.
       w_ih: ``<f32>[D, 8H]``; bias, m, w_hh: as :func:`_recurrence`.
     Returns:
       as :func:`_recurrence`.
     """
-    return _encode_forward(pieces, w_ih, bias, m, w_hh, keep_residuals=False)[0]
+    project = _chunk_projection(pieces, w_ih)
+    return _forward(project, len(pieces), bias, m, w_hh, pieces[0].dtype, keep_residuals=False)[0]
 
 
 def _encode_recurrence_fwd(pieces, w_ih, bias, m, w_hh):
-    out, residuals = _encode_forward(pieces, w_ih, bias, m, w_hh, keep_residuals=True)
+    project = _chunk_projection(pieces, w_ih)
+    out, residuals = _forward(project, len(pieces), bias, m, w_hh, pieces[0].dtype, keep_residuals=True)
     return out, (residuals, pieces, w_ih, m, w_hh)
 
 
@@ -293,31 +299,21 @@ def _encode_recurrence_bwd(saved, cotangents):
     """Chunk ``j``'s input gradients (into ``pieces[j]`` and ``pieces[C-1-j]``, and W_ih) are
     computed right after its backward loop, beside the next chunk's loop."""
     residuals, pieces, w_ih, m, w_hh = saved
-    d_ys, d_h_last = cotangents
     count = len(pieces)
-    batch = m.shape[1]
     hidden = w_hh.shape[1]
     w_f, w_b = w_ih[:, :4 * hidden], w_ih[:, 4 * hidden:]
-    w_t = jnp.swapaxes(w_hh, 1, 2)
-    starts = list(itertools.accumulate([0] + [piece.shape[0] for piece in pieces[:-1]]))
-    carry = (d_h_last, jnp.zeros_like(d_h_last), jnp.zeros((2, batch, 4 * hidden), d_ys.dtype))
-    d_pieces = [None] * count
-    d_w_f = d_w_b = None
-    d_w_hh = jnp.zeros_like(w_hh)
-    for j in reversed(range(count)):
-        carry, duf, dub, d_w = _backward_chunk(carry, residuals[j], d_ys, m, w_t, starts[j])
-        d_w_hh = d_w_hh + d_w
+    d_pieces = [jnp.zeros_like(piece) for piece in pieces]
+    d_w = [jnp.zeros_like(w_f), jnp.zeros_like(w_b)]
+
+    def chunk_inputs(j, duf, dub):
         k = count - 1 - j
-        df = jnp.einsum("tbg,dg->tbd", duf, w_f)
-        db = jnp.einsum("tbg,dg->tbd", dub, w_b)
-        d_pieces[j] = df if d_pieces[j] is None else d_pieces[j] + df
-        d_pieces[k] = db if d_pieces[k] is None else d_pieces[k] + db
-        gf = jnp.einsum("tbd,tbg->dg", pieces[j], duf)
-        gb = jnp.einsum("tbd,tbg->dg", pieces[k], dub)
-        d_w_f = gf if d_w_f is None else d_w_f + gf
-        d_w_b = gb if d_w_b is None else d_w_b + gb
-    d_bias = jnp.sum(carry[2], axis=1).reshape(-1)
-    return tuple(d_pieces), jnp.concatenate([d_w_f, d_w_b], axis=1), d_bias, None, d_w_hh
+        d_pieces[j] = d_pieces[j] + jnp.einsum("tbg,dg->tbd", duf, w_f)
+        d_pieces[k] = d_pieces[k] + jnp.einsum("tbg,dg->tbd", dub, w_b)
+        d_w[0] = d_w[0] + jnp.einsum("tbd,tbg->dg", pieces[j], duf)
+        d_w[1] = d_w[1] + jnp.einsum("tbd,tbg->dg", pieces[k], dub)
+
+    d_bias, d_w_hh = _backward(residuals, cotangents, m, w_hh, chunk_inputs)
+    return tuple(d_pieces), jnp.concatenate(d_w, axis=1), d_bias, None, d_w_hh
 
 
 _encode_recurrence.defvjp(_encode_recurrence_fwd, _encode_recurrence_bwd)
@@ -355,9 +351,9 @@ class BiLSTM(nnx.Module):
           outputs ``<f32>[seq_len, batch, 2H]`` (zero at padding) and the final state
           ``<f32>[batch, 2H]``: forward after the last real token ⊕ backward after the first.
         """
-        steps, batch, _ = emb.shape
+        steps = emb.shape[0]
         if chunks is None:
-            chunks = default_chunks(steps, batch, self.hidden_size)
+            chunks = default_chunks(steps)
         sizes = chunk_sizes(steps, chunks)
         pieces = tuple(jnp.split(emb, list(itertools.accumulate(sizes[:-1])), axis=0))
         return self._final(*_encode_recurrence(pieces, self.w_ih[...], self.bias[...], mask, self.w_hh[...]))
@@ -372,7 +368,7 @@ class BiLSTM(nnx.Module):
           outputs and final state as :meth:`encode`.
         """
         h4 = 4 * self.hidden_size
-        return self._final(*_recurrence((proj[..., :h4],), (proj[..., h4:],), self.bias[...], mask, self.w_hh[...]))
+        return self._final(*_recurrence(proj[..., :h4], proj[..., h4:], self.bias[...], mask, self.w_hh[...]))
 
     def recur(self, proj: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
         """:meth:`recur_time_major` for batch-major ``proj <f32>[batch, seq_len, 8H]`` and
