@@ -2,7 +2,7 @@
 
     python benchmarks/xla_cpu_variants.py cell     # LSTM cell: gate activations on column slices vs whole rows
     python benchmarks/xla_cpu_variants.py dot      # the recurrence's per-step dot, several formulations
-    python benchmarks/xla_cpu_variants.py chunks   # whole train step at length 250 with 1, 2, 3, 4, 6 time chunks
+    python benchmarks/xla_cpu_variants.py chunks   # whole train step at length 250 with 1 to 16 time chunks
     python benchmarks/xla_cpu_variants.py flags    # whole train step under XLA compiler options
 
 Each variant is a jitted function timed in the same process, interleaved (order alternating per
@@ -10,7 +10,8 @@ repeat), median of ``--repeats`` samples; one JSON object per line with the mach
 ``cell`` and ``dot`` are ``lax.scan`` / ``fori_loop`` microbenchmarks over ``--steps`` steps of
 batch 32, H 128 (the benchmark model); ``chunks`` and ``flags`` time
 ``nlproar_jax.training._train_step`` on the throughput benchmark's model and batch (vocabulary 20k,
-embedding 300, full-length rows). Like throughput.py this re-runs itself under
+embedding 300, full-length rows) and record each variant's trace + compile time (``compile_s``).
+Like throughput.py this re-runs itself under
 ``glibc.malloc.hugetlb=1`` unless ``--malloc-hugetlb 0``.
 """
 from __future__ import annotations
@@ -140,10 +141,13 @@ def train_step_variants(what, steps, batch, hidden):
         if chunks is not None:  # the chunk count is read when the step is traced: trace it now
             bilstm.default_chunks = lambda *_, c=chunks: c
         try:
-            jax.block_until_ready(run())
+            t0 = time.perf_counter()  # trace + compile (an AOT compile, not kept) ...
+            step.lower(graphdef, tx, holder[0], batch_).compile()
+            compile_s = time.perf_counter() - t0
+            jax.block_until_ready(run())  # ... then the jitted step's own compile and first call
         finally:
             bilstm.default_chunks = default_chunks
-        variants[name] = (lambda run=run: run(), ())
+        variants[name] = (lambda run=run: run(), (), {"compile_s": compile_s})
     return variants
 
 
@@ -165,10 +169,12 @@ def main(argv=None) -> int:
     else:
         variants = train_step_variants(args.what, args.steps, args.batch, args.hidden)
     fns = {}
-    for name, (fn, fn_args) in variants.items():
+    extras = {}  # per-variant fields for the JSON line (the train step's compile time)
+    for name, (fn, fn_args, *extra) in variants.items():
         fn = jax.jit(fn) if fn_args else fn
         jax.block_until_ready(fn(*fn_args))  # compile
         fns[name] = (fn, fn_args)
+        extras[name] = extra[0] if extra else {}
     samples = {name: [] for name in fns}
     for rep in range(args.repeats):
         for name in (list(fns) if rep % 2 == 0 else list(fns)[::-1]):
@@ -184,7 +190,8 @@ def main(argv=None) -> int:
         median = statistics.median(s)
         row = {"benchmark": args.what, "variant": name, "steps": args.steps, "batch": args.batch,
                "hidden": args.hidden, "median_ms": 1e3 * median, "samples_ms": [1e3 * x for x in s],
-               **({"us_per_step": 1e6 * median / args.steps} if per_step else {}), "device": device}
+               **({"us_per_step": 1e6 * median / args.steps} if per_step else {}), **extras[name],
+               "device": device}
         line = json.dumps(row)
         print(line, flush=True)
         if out:
