@@ -25,8 +25,8 @@ from flax import nnx
 from nlproar_jax.data.dataset import encode_task
 from nlproar_jax.data.synthetic import load as load_synthetic
 from nlproar_jax.models import build_model
-from nlproar_jax.stacked_training import fit_stacked
-from nlproar_jax.training import fit
+from nlproar_jax.training.stacked import fit_stacked
+from nlproar_jax.training.loop import fit
 
 
 def main() -> None:

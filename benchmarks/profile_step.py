@@ -37,7 +37,7 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from nlproar_jax.malloc import reexec_with_hugetlb
+    from nlproar_jax.runtime.malloc import reexec_with_hugetlb
 
     if argv is None and args.malloc_hugetlb:
         reexec_with_hugetlb([sys.executable, os.path.abspath(__file__), *sys.argv[1:]])
@@ -53,8 +53,8 @@ def main(argv=None) -> int:
     from benchmarks.throughput import make_tokens
     from nlproar_jax.data.batching import Batch
     from nlproar_jax.models import build_model
-    from nlproar_jax.optim import original_optimizer
-    from nlproar_jax.training import TrainState, train_step
+    from nlproar_jax.training.optim import original_optimizer
+    from nlproar_jax.training.loop import TrainState, train_step
 
     model = build_model(paired=False, vocab_size=args.vocab, num_classes=2, embedding_dim=args.embedding,
                         hidden_size=args.hidden, seed=0)

@@ -48,7 +48,7 @@ def parse_args(argv=None):
     p.add_argument("--ig-variant", default="textbook", choices=("textbook", "alpha_weighted"))
     p.add_argument("--ig-chunk", type=int, default=-1,
                    help="JAX IG points per vmapped chunk: -1 = what a ROAR run uses "
-                        "(nlproar_jax.roar.ig_chunk_size), 0 = all at once, N = N")
+                        "(nlproar_jax.roar.scores.ig_chunk_size), 0 = all at once, N = N")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--min-time", type=float, default=1.0, help="seconds per timed sample (at least one call)")
     p.add_argument("--paired", action="store_true", help="the paired model (SNLI / bAbI shape)")
@@ -127,7 +127,7 @@ class Timer:
 def main(argv=None) -> int:
     args = parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from nlproar_jax.malloc import reexec_with_hugetlb
+    from nlproar_jax.runtime.malloc import reexec_with_hugetlb
 
     if argv is None and args.malloc_hugetlb:
         reexec_with_hugetlb([sys.executable, os.path.abspath(__file__), *sys.argv[1:]])
@@ -145,8 +145,8 @@ def main(argv=None) -> int:
     from nlproar_jax.data.batching import Batch
     from nlproar_jax.importance import ImportanceOptions, compute_importance
     from nlproar_jax.models import build_model
-    from nlproar_jax.optim import original_optimizer
-    from nlproar_jax.training import TrainState, train_step
+    from nlproar_jax.training.optim import original_optimizer
+    from nlproar_jax.training.loop import TrainState, train_step
 
     import jaxlib
 
@@ -207,7 +207,7 @@ def main(argv=None) -> int:
 
         chunk = args.ig_chunk
         if chunk < 0:
-            from nlproar_jax.roar import ig_chunk_size
+            from nlproar_jax.roar.scores import ig_chunk_size
 
             chunk = ig_chunk_size(args.batch, length, args.hidden, args.ig_steps)
         options = ImportanceOptions(ig_steps=args.ig_steps, ig_variant=args.ig_variant, ig_chunk_size=chunk)

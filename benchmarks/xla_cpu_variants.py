@@ -9,7 +9,7 @@ Each variant is a jitted function timed in the same process, interleaved (order 
 repeat), median of ``--repeats`` samples; one JSON object per line with the machine recorded.
 ``cell`` and ``dot`` are ``lax.scan`` / ``fori_loop`` microbenchmarks over ``--steps`` steps of
 batch 32, H 128 (the benchmark model); ``chunks`` and ``flags`` time
-``nlproar_jax.training._train_step`` on the throughput benchmark's model and batch (vocabulary 20k,
+``nlproar_jax.training.loop._train_step`` on the throughput benchmark's model and batch (vocabulary 20k,
 embedding 300, full-length rows) and record each variant's trace + compile time (``compile_s``).
 Like throughput.py this re-runs itself under
 ``glibc.malloc.hugetlb=1`` unless ``--malloc-hugetlb 0``.
@@ -108,8 +108,8 @@ def train_step_variants(what, steps, batch, hidden):
     from benchmarks.throughput import make_tokens
     from nlproar_jax.data.batching import Batch
     from nlproar_jax.models import build_model
-    from nlproar_jax.optim import original_optimizer
-    from nlproar_jax.training import TrainState, _train_step
+    from nlproar_jax.training.optim import original_optimizer
+    from nlproar_jax.training.loop import TrainState, _train_step
 
     rng = np.random.default_rng(0)
     batch_ = jax.device_put(Batch(make_tokens(rng, batch, steps, 20000), rng.integers(0, 2, batch).astype(np.int32),
@@ -154,7 +154,7 @@ def train_step_variants(what, steps, batch, hidden):
 def main(argv=None) -> int:
     args = parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from nlproar_jax.malloc import reexec_with_hugetlb
+    from nlproar_jax.runtime.malloc import reexec_with_hugetlb
 
     if argv is None and args.malloc_hugetlb:
         reexec_with_hugetlb([sys.executable, os.path.abspath(__file__), *sys.argv[1:]])

@@ -34,7 +34,7 @@ from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from nlproar_jax.sweep import run_plan  # noqa: E402  (defines --config and --dry_run)
-from nlproar_jax.train import config_from_flags, setup_logging  # noqa: E402
+from nlproar_jax.runtime.commandline import config_from_flags, setup_logging  # noqa: E402
 
 BACKENDS = ("slurm", "local")
 flags.DEFINE_enum("backend", "slurm", BACKENDS, "Where to run the plan.")
@@ -93,8 +93,8 @@ def main(argv) -> None:
     log = logging.getLogger("nlproar_jax")
     from launch import jobs as joblib
     from launch import slurm
-    from nlproar_jax.plan import plan_grid
-    from nlproar_jax.summary import format_roar_table, load_results
+    from nlproar_jax.roar.plan import plan_grid
+    from nlproar_jax.analysis.summary import format_roar_table, load_results
 
     FLAGS = flags.FLAGS
     config = config_from_flags()

@@ -22,11 +22,9 @@ import dataclasses
 import os
 from typing import Iterable, Sequence
 
-from nlproar_jax.experiment import Experiment, Paths
-from nlproar_jax.plan import PlannedRun
+from nlproar_jax.names import MODEL_FREE, Experiment, Paths
+from nlproar_jax.roar.plan import PlannedRun
 
-# Measures whose importance needs no trained model: cheap, so no lead run is worth waiting for.
-MODEL_FREE = ("random", "mutual_information")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,7 +14,7 @@ import time
 
 from absl import app, flags
 
-from nlproar_jax.train import config_from_flags, setup_logging  # defines --config
+from nlproar_jax.runtime.commandline import config_from_flags, setup_logging  # defines --config
 
 flags.DEFINE_bool("dry_run", False, "Print the plan (one line per run, with what it waits for) and exit.")
 
@@ -24,8 +24,8 @@ def main(argv) -> None:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     setup_logging()
     log = logging.getLogger("nlproar_jax")
-    from nlproar_jax.plan import plan_grid
-    from nlproar_jax.summary import format_roar_table, load_results
+    from nlproar_jax.roar.plan import plan_grid
+    from nlproar_jax.analysis.summary import format_roar_table, load_results
 
     config = config_from_flags()
     try:
@@ -42,11 +42,11 @@ def main(argv) -> None:
 
 
 def run_plan(config, plan) -> None:
-    """Run ``plan`` (a list of :class:`~nlproar_jax.plan.PlannedRun`, in dependency order) in this
-    process, loading the task once; finished runs are skipped by :func:`~nlproar_jax.roar.run_experiment`.
+    """Run ``plan`` (a list of :class:`~nlproar_jax.roar.plan.PlannedRun`, in dependency order) in this
+    process, loading the task once; finished runs are skipped by :func:`~nlproar_jax.roar.run.run_experiment`.
     With ``config.grid.classic_together`` each seed's classic runs of one measure and strategy train
     together (:func:`~nlproar_jax.roar.run_together`)."""
-    from nlproar_jax.roar import load_base_data, run_experiment, run_together
+    from nlproar_jax.roar.run import load_base_data, run_experiment, run_together
 
     log = logging.getLogger("nlproar_jax")
     data = load_base_data(config)

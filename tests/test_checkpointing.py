@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from nlproar_jax.checkpointing import EpochCheckpoints, load_params, params_exist, save_params
-from nlproar_jax.optim import original_optimizer
-from nlproar_jax.training import TrainState
+from nlproar_jax.training.checkpointing import EpochCheckpoints, load_params, params_exist, save_params
+from nlproar_jax.training.optim import original_optimizer
+from nlproar_jax.training.loop import TrainState
 
 
 def test_params_round_trip(tiny_paired, tmp_path):

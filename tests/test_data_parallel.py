@@ -14,7 +14,7 @@ SCRIPT = textwrap.dedent("""
     from nlproar_jax.data.dataset import encode_task
     from nlproar_jax.data.synthetic import load
     from nlproar_jax.models import build_model
-    from nlproar_jax.training import DataParallel, evaluate, fit
+    from nlproar_jax.training.loop import DataParallel, evaluate, fit
     assert len(jax.devices()) == int(sys.argv[1])
     assert DataParallel(16).num_devices == int(sys.argv[1])
     data = encode_task(load(train_size=64, val_size=16, test_size=16, max_length=12))

@@ -11,8 +11,8 @@ import pytest
 from conftest import REPO_ROOT
 from launch import jobs as joblib
 from launch import slurm
-from nlproar_jax.experiment import Paths
-from nlproar_jax.plan import plan_grid
+from nlproar_jax.names import Paths
+from nlproar_jax.roar.plan import plan_grid
 
 
 def load_config(name="synthetic.py", **grid):

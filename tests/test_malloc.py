@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from nlproar_jax.malloc import HUGETLB, needs_reexec, with_hugetlb
+from nlproar_jax.runtime.malloc import HUGETLB, needs_reexec, with_hugetlb
 
 
 def test_with_hugetlb_keeps_other_tunables_and_replaces_an_old_value():
@@ -34,7 +34,7 @@ def test_reexec_runs_the_same_command_once_with_the_tunable(tmp_path):
     script = tmp_path / "probe.py"
     script.write_text(
         "import os, sys\n"
-        "from nlproar_jax.malloc import reexec_with_hugetlb\n"
+        "from nlproar_jax.runtime.malloc import reexec_with_hugetlb\n"
         "print('start', flush=True)\n"
         "reexec_with_hugetlb()\n"
         "print(os.environ.get('GLIBC_TUNABLES'), os.environ.get('NLPROAR_MALLOC_REEXEC'), sys.argv[1:])\n")

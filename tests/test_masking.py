@@ -3,8 +3,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nlproar_jax.masking import roar_mask
-from nlproar_jax.tokens import CLS, EOS, MASK, PAD, UNK
+from nlproar_jax.roar.masking import roar_mask
+from nlproar_jax.data.tokens import CLS, EOS, MASK, PAD, UNK
 
 ROWS = np.array([
     [CLS, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, EOS],

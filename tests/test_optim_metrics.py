@@ -7,8 +7,8 @@ import numpy as np
 import optax
 import pytest
 
-from nlproar_jax.metrics import binary_auroc, classification_metrics
-from nlproar_jax.optim import original_optimizer, torch_amsgrad, weight_decay_mask
+from nlproar_jax.training.metrics import binary_auroc, classification_metrics
+from nlproar_jax.training.optim import original_optimizer, torch_amsgrad, weight_decay_mask
 
 
 def torch_adam_reference(params, grads_seq, lr, wd, b1=0.9, b2=0.999, eps=1e-8):

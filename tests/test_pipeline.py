@@ -9,9 +9,9 @@ import pytest
 
 from conftest import REPO_ROOT
 from nlproar_jax.data.dataset import TaskData
-from nlproar_jax.experiment import Experiment, Paths
-from nlproar_jax.roar import MissingReferenceError, run_experiment
-from nlproar_jax.tokens import MASK
+from nlproar_jax.names import Experiment, Paths
+from nlproar_jax.roar.run import MissingReferenceError, run_experiment
+from nlproar_jax.data.tokens import MASK
 
 
 def load_config(path="configs/synthetic.py"):

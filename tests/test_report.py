@@ -6,9 +6,9 @@ import re
 
 import numpy as np
 
-from nlproar_jax import report
+from nlproar_jax.analysis import report
 from nlproar_jax.data.dataset import RawSplit, RawTask, encode_task
-from nlproar_jax.tokens import MASK
+from nlproar_jax.data.tokens import MASK
 from test_results import fake_grid, fake_result, write_results
 
 HOSTILE = "<script>alert(1)</script>"

@@ -8,8 +8,9 @@ import os
 import numpy as np
 import pytest
 
-from nlproar_jax import faithfulness as F
-from nlproar_jax import results as R
+from nlproar_jax.analysis import faithfulness as F
+from nlproar_jax import results
+from nlproar_jax.analysis import tables as R
 
 
 # -- the math --------------------------------------------------------------------------------
@@ -174,7 +175,7 @@ def test_results_table_columns_and_csv(tmp_path):
 def test_export_writes_csv_json_and_png(tmp_path):
     write_results(tmp_path, fake_grid(seeds=(0, 1)))
     out = tmp_path / "out"
-    assert R.main(["--persistent-dir", str(tmp_path), "--out", str(out), "--upto", "20"]) == 0
+    assert results.main(["--persistent-dir", str(tmp_path), "--out", str(out), "--upto", "20"]) == 0
     for name in ("results.csv", "summary.csv", "summary.json"):
         assert (out / name).exists(), name
     summary = json.load(open(out / "summary.json"))
@@ -187,5 +188,5 @@ def test_export_writes_csv_json_and_png(tmp_path):
 
 
 def test_export_without_results_is_a_clear_error(tmp_path, capsys):
-    assert R.main(["--persistent-dir", str(tmp_path)]) == 2
+    assert results.main(["--persistent-dir", str(tmp_path)]) == 2
     assert "no results/*.json" in capsys.readouterr().err

@@ -10,9 +10,9 @@ from flax import nnx
 from nlproar_jax.data.dataset import encode_task
 from nlproar_jax.data.synthetic import load as load_synthetic
 from nlproar_jax.models import build_model
-from nlproar_jax.roar import run_experiment
-from nlproar_jax.stacked_training import fit_stacked
-from nlproar_jax.training import evaluate, fit
+from nlproar_jax.roar.run import run_experiment
+from nlproar_jax.training.stacked import fit_stacked
+from nlproar_jax.training.loop import evaluate, fit
 from test_pipeline import load_config
 
 # Stated tolerance: the same arithmetic up to float reassociation in batched matmuls.
@@ -109,7 +109,7 @@ def test_k_together_refuses_what_cannot_train_together(tmp_path, changes, messag
 
 
 def test_sweep_groups_each_seeds_classic_runs_by_measure_and_strategy():
-    from nlproar_jax.plan import plan_grid
+    from nlproar_jax.roar.plan import plan_grid
     from nlproar_jax.sweep import group_classic_runs
 
     c = load_config()

@@ -24,8 +24,8 @@ from benchmarks import torch_reference as tr  # noqa: E402
 from nlproar_jax.data.batching import Batch  # noqa: E402
 from nlproar_jax.importance import ImportanceOptions, compute_importance  # noqa: E402
 from nlproar_jax.models import build_model  # noqa: E402
-from nlproar_jax.optim import original_optimizer  # noqa: E402
-from nlproar_jax.training import TrainState, train_step  # noqa: E402
+from nlproar_jax.training.optim import original_optimizer  # noqa: E402
+from nlproar_jax.training.loop import TrainState, train_step  # noqa: E402
 
 RTOL, ATOL = 1e-4, 1e-5
 VOCAB, CLASSES, EMB, HIDDEN = 40, 3, 12, 7

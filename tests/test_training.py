@@ -10,8 +10,8 @@ from nlproar_jax.data.batching import train_batches, train_batch_rows, eval_batc
 from nlproar_jax.data.dataset import encode_task
 from nlproar_jax.data.synthetic import load as load_synthetic
 from nlproar_jax.models import build_model
-from nlproar_jax.optim import original_optimizer
-from nlproar_jax.training import TrainState, evaluate, fit, train_step
+from nlproar_jax.training.optim import original_optimizer
+from nlproar_jax.training.loop import TrainState, evaluate, fit, train_step
 
 
 @pytest.fixture(scope="module")

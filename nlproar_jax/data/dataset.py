@@ -16,7 +16,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from nlproar_jax.tokens import Vocabulary
+from nlproar_jax.data.tokens import Vocabulary
 
 SPLITS = ("train", "val", "test")
 

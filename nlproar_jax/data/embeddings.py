@@ -38,7 +38,7 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 
 from nlproar_jax.data.loader_utils import DataFileError, iter_lines
-from nlproar_jax.tokens import PAD, SPECIAL_TOKENS, Vocabulary
+from nlproar_jax.data.tokens import PAD, SPECIAL_TOKENS, Vocabulary
 
 GLOVE_6B_50D = "glove-6b-50d"
 OOV_CHOICES = ("zero", "normal")

@@ -1,4 +1,4 @@
-"""Task registry: name -> loader, and the cached encoded dataset.
+"""Loading a task by name (:data:`nlproar_jax.names.TASKS`), and the cached encoded dataset.
 
 Loaders are imported lazily by dotted path so a task's optional dependencies
 are only needed when that task is used. Every loader has the signature
@@ -6,40 +6,13 @@ are only needed when that task is used. Every loader has the signature
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import importlib
 import json
 import os
 
 from nlproar_jax.data.dataset import TaskData, encode_task
-
-
-@dataclasses.dataclass(frozen=True)
-class TaskSpec:
-    loader: str  # "module:function"
-    paired: bool
-    monitor: str  # validation metric used to pick the best epoch
-    reported: str  # the test metric the paper reports
-
-
-TASKS: dict[str, TaskSpec] = {
-    "synthetic": TaskSpec("nlproar_jax.data.synthetic:load", False, "auroc", "macro_f1"),
-    "sst": TaskSpec("nlproar_jax.data.sst:load", False, "auroc", "macro_f1"),
-    "imdb": TaskSpec("nlproar_jax.data.imdb:load", False, "auroc", "macro_f1"),
-    "snli": TaskSpec("nlproar_jax.data.snli:load", True, "accuracy", "micro_f1"),
-    "mimic-d": TaskSpec("nlproar_jax.data.mimic:load_diabetes", False, "auroc", "macro_f1"),
-    "mimic-a": TaskSpec("nlproar_jax.data.mimic:load_anemia", False, "auroc", "macro_f1"),
-    "babi-1": TaskSpec("nlproar_jax.data.babi:load_task1", True, "accuracy", "accuracy"),
-    "babi-2": TaskSpec("nlproar_jax.data.babi:load_task2", True, "accuracy", "accuracy"),
-    "babi-3": TaskSpec("nlproar_jax.data.babi:load_task3", True, "accuracy", "accuracy"),
-}
-
-
-def task_spec(name: str) -> TaskSpec:
-    if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; valid tasks: {sorted(TASKS)}")
-    return TASKS[name]
+from nlproar_jax.names import TASKS, TaskSpec, task_spec  # noqa: F401  (re-exported)
 
 
 def _loader(name: str):

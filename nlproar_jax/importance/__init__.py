@@ -11,7 +11,6 @@ import functools
 import jax
 
 from nlproar_jax.importance.measures import (
-    IG_VARIANTS,
     ImportanceOptions,
     attention_importance,
     gradient_importance,
@@ -25,6 +24,8 @@ from nlproar_jax.importance.measures import (
 from nlproar_jax.importance.mutual_information import mutual_information_table
 from flax import nnx
 
+from nlproar_jax.names import IG_VARIANTS, MEASURE_ALIASES as ALIASES, canonical_measure  # noqa: F401
+
 MEASURES = {
     "random": random_importance,
     "mutual_information": mutual_information_importance,
@@ -33,25 +34,6 @@ MEASURES = {
     "input_times_gradient": input_times_gradient_importance,
     "integrated_gradient": integrated_gradient_importance,
 }
-# The original's spellings (nlp-roar-interpretability command lines and file names).
-ALIASES = {
-    "mutual-information": "mutual_information",
-    "times-input-gradient": "input_times_gradient",
-    "times_input_gradient": "input_times_gradient",
-    "input-times-gradient": "input_times_gradient",
-    "integrated-gradient": "integrated_gradient",
-}
-
-
-def canonical_measure(name: str) -> str:
-    """The canonical measure name for ``name`` (either spelling); a clear error otherwise."""
-    name = ALIASES.get(name, name)
-    if name not in MEASURES:
-        valid = sorted(MEASURES) + sorted(ALIASES)
-        raise ValueError(f"unknown importance measure {name!r}; valid: {valid}")
-    return name
-
-
 @functools.partial(jax.jit, static_argnames=("measure", "graphdef", "options"))
 def compute_importance(measure: str, graphdef, params, batch, key, options: ImportanceOptions, table=None):
     """``<float32>[batch, seq_len]`` importance of every main-sequence position.

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from nlproar_jax.importance.common import gold_logits, projected_gradient
 from nlproar_jax.models.layers import lstm_mask
 
-IG_VARIANTS = ("alpha_weighted", "textbook")
+from nlproar_jax.names import IG_VARIANTS
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from nlproar_jax.data.dataset import Ragged
-from nlproar_jax.tokens import CLS, EOS, PAD
+from nlproar_jax.data.tokens import CLS, EOS, PAD
 
 
 def presence_counts(main: Ragged, labels: np.ndarray, vocab_size: int, num_classes: int) -> np.ndarray:

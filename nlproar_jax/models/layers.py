@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from nlproar_jax.tokens import FIRST_ELIGIBLE, PAD
+from nlproar_jax.data.tokens import FIRST_ELIGIBLE, PAD
 
 
 def uniform(key, shape, bound: float, dtype=jnp.float32):

@@ -18,7 +18,7 @@ matplotlib.use("Agg")  # before pyplot: files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import PercentFormatter  # noqa: E402
 
-from nlproar_jax.faithfulness import FULL_MASK_K  # noqa: E402
+from nlproar_jax.analysis.faithfulness import FULL_MASK_K  # noqa: E402
 
 PRETTY = {"random": "Random", "attention": "Attention", "gradient": "Gradient",
           "input_times_gradient": "Input × gradient", "integrated_gradient": "Integrated gradient",
@@ -62,7 +62,7 @@ def plot_roar(curves: dict, *, task: str, strategy: str, metric: str, path: str)
         values).
       metric: the reported metric's name, for the y label.
     """
-    from nlproar_jax.results import mean_curve
+    from nlproar_jax.analysis.tables import mean_curve
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), sharey=True)
     handles = {}
@@ -116,7 +116,7 @@ def plot_roar(curves: dict, *, task: str, strategy: str, metric: str, path: str)
 
 def plot_all(results: Iterable[dict], out_dir: str, *, tasks: Optional[Iterable[str]] = None) -> list[str]:
     """``roar_<task>_<strategy>.png`` in ``out_dir`` for every task and strategy with runs; the paths."""
-    from nlproar_jax.results import seed_curves
+    from nlproar_jax.analysis.tables import seed_curves
 
     results = list(results)
     metric = {r["task"]: r["reported_metric"] for r in results}

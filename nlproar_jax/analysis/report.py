@@ -1,6 +1,6 @@
 """One self-contained HTML report of a persistent dir: plots, summary, highlighted examples.
 
-  python -m nlproar_jax.report --persistent-dir runs/synthetic [--out report.html]
+  python -m nlproar_jax.analysis.report --persistent-dir runs/synthetic [--out report.html]
   python -m nlproar_jax.results --persistent-dir runs/synthetic --report   # the same, with the CSVs
 
 The file needs nothing else to open offline: the PNG plots are embedded as
@@ -24,7 +24,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from nlproar_jax.tokens import CLS, EOS, FIRST_ELIGIBLE, MASK, PAD, UNK
+from nlproar_jax.data.tokens import CLS, EOS, FIRST_ELIGIBLE, MASK, PAD, UNK
 
 HIGHLIGHT_RGB = (230, 85, 13)  # importance colour; alpha carries the score
 TOP_QUANTILE = 10  # tokens in the top 10% are bold: what classic ROAR masks first
@@ -159,7 +159,7 @@ def sample_examples(lengths: np.ndarray, n: int, *, seed: int = 0, max_tokens: i
 def _base_runs(results: Sequence[dict]) -> dict:
     """``{task: (base result, {measure_tag: importance path relative to persistent_dir})}`` for the lowest
     seed of each task whose base run finished."""
-    from nlproar_jax.results import measure_tag
+    from nlproar_jax.analysis.tables import measure_tag
 
     out = {}
     for base in sorted((r for r in results if r["k"] == 0), key=lambda r: (r["task"], r["seed"])):
@@ -176,7 +176,7 @@ def _base_runs(results: Sequence[dict]) -> dict:
 def _masked_runs(results: Sequence[dict], base: dict, root: str, per_measure: int = 4) -> dict:
     """``{measure_tag: [(k, masked dataset path)]}``: a few recursive quantile steps of ``base``'s seed
     whose masked data exists, spread over the chain."""
-    from nlproar_jax.results import measure_tag
+    from nlproar_jax.analysis.tables import measure_tag
 
     chains: dict = {}
     for r in results:
@@ -196,7 +196,7 @@ def _masked_runs(results: Sequence[dict], base: dict, root: str, per_measure: in
 def examples_html(persistent_dir: str, results: Sequence[dict], *, n_examples: int = 5, seed: int = 0) -> str:
     """The highlighted-examples section: per task, ``n_examples`` test rows, a line per measure."""
     from nlproar_jax.data.dataset import TaskData
-    from nlproar_jax.plots import _sort_key, pretty_measure
+    from nlproar_jax.analysis.plots import _sort_key, pretty_measure
 
     parts = []
     for task, (base, files) in sorted(_base_runs(results).items()):
@@ -250,7 +250,7 @@ def examples_html(persistent_dir: str, results: Sequence[dict], *, n_examples: i
 
 def _masked_example_html(words, row: int, masked: dict) -> str:
     from nlproar_jax.data.dataset import TaskData
-    from nlproar_jax.plots import _sort_key, pretty_measure
+    from nlproar_jax.analysis.plots import _sort_key, pretty_measure
 
     lines = []
     for tag in sorted(masked, key=_sort_key):
@@ -266,7 +266,7 @@ def _masked_example_html(words, row: int, masked: dict) -> str:
 def render_report(persistent_dir: str, *, results: Sequence[dict], summary: Sequence[dict],
                   plot_paths: Sequence[str], n_examples: int = 5, seed: int = 0) -> str:
     """The whole report as one HTML string (no external references)."""
-    from nlproar_jax.summary import format_roar_table
+    from nlproar_jax.analysis.summary import format_roar_table
 
     tasks = sorted({r["task"] for r in results})
     devices = sorted({str(r.get("device")) for r in results})
@@ -304,8 +304,8 @@ def write_report(persistent_dir: str, path: str, *, results: Optional[Sequence[d
                  summary: Optional[Sequence[dict]] = None, plot_paths: Optional[Sequence[str]] = None,
                  n_examples: int = 5, seed: int = 0) -> str:
     """Write the report for ``persistent_dir`` to ``path``; computes whatever is not passed in."""
-    from nlproar_jax.results import summarize
-    from nlproar_jax.summary import load_results
+    from nlproar_jax.analysis.tables import summarize
+    from nlproar_jax.analysis.summary import load_results
 
     results = list(results) if results is not None else load_results(persistent_dir)
     if not results:
@@ -313,7 +313,7 @@ def write_report(persistent_dir: str, path: str, *, results: Optional[Sequence[d
     summary = summary if summary is not None else summarize(results)
     with tempfile.TemporaryDirectory() as tmp:
         if plot_paths is None:
-            from nlproar_jax.plots import plot_all
+            from nlproar_jax.analysis.plots import plot_all
 
             plot_paths = plot_all(results, tmp)
         page = render_report(persistent_dir, results=results, summary=summary, plot_paths=plot_paths,
@@ -325,7 +325,7 @@ def write_report(persistent_dir: str, path: str, *, results: Optional[Sequence[d
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nlproar_jax.report", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m nlproar_jax.analysis.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("--persistent-dir", required=True, help="the runs' persistent_dir (holds results/*.json)")
     parser.add_argument("--out", default=None, help="HTML file (default: <persistent-dir>/export/report.html)")
     parser.add_argument("--examples", type=int, default=5, help="test examples to show per task")

@@ -24,11 +24,11 @@ import numpy as np
 import optax
 from flax import nnx
 
-from nlproar_jax.checkpointing import EpochCheckpoints
+from nlproar_jax.training.checkpointing import EpochCheckpoints
 from nlproar_jax.data.batching import Batch, eval_batches, train_batches
 from nlproar_jax.data.dataset import Split
-from nlproar_jax.metrics import classification_metrics
-from nlproar_jax.optim import original_optimizer
+from nlproar_jax.training.metrics import classification_metrics
+from nlproar_jax.training.optim import original_optimizer
 
 log = logging.getLogger("nlproar_jax")
 

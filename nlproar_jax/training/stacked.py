@@ -18,12 +18,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nlproar_jax.checkpointing import EpochCheckpoints
+from nlproar_jax.training.checkpointing import EpochCheckpoints
 from nlproar_jax.data.batching import Batch, eval_batches, make_batch, train_batch_rows, length_key
 from nlproar_jax.data.dataset import Split
-from nlproar_jax.metrics import classification_metrics
-from nlproar_jax.optim import original_optimizer
-from nlproar_jax.training import FitResult, TrainState, _train_step, _write_jsonl, predict_logits
+from nlproar_jax.training.metrics import classification_metrics
+from nlproar_jax.training.optim import original_optimizer
+from nlproar_jax.training.loop import FitResult, TrainState, _train_step, _write_jsonl, predict_logits
 
 log = logging.getLogger("nlproar_jax")
 

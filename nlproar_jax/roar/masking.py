@@ -14,9 +14,9 @@ import jax
 import jax.numpy as jnp
 
 from nlproar_jax.models.layers import attention_mask
-from nlproar_jax.tokens import MASK
+from nlproar_jax.data.tokens import MASK
+from nlproar_jax.names import STRATEGIES
 
-STRATEGIES = ("count", "quantile")
 
 
 def tokens_to_mask(tokens: jax.Array, scores: jax.Array, k, strategy: str) -> jax.Array:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from nlproar_jax.experiment import DEFAULT_STEP, Experiment
+from nlproar_jax.names import DEFAULT_STEP, Experiment
 from nlproar_jax.importance import canonical_measure
 
 

@@ -3,14 +3,13 @@
 :func:`run_experiment` is what ``python -m nlproar_jax.train`` does: load (or
 reuse) the encoded task; for k > 0 load the reference model, compute its
 importance over train/val/test once (cached on disk and shared by every k that
-uses the same reference), mask with :func:`~nlproar_jax.masking.roar_mask`;
+uses the same reference), mask with :func:`~nlproar_jax.roar.masking.roar_mask`;
 train with per-epoch checkpoints (resume by default); evaluate the selected
 epoch on val and test; write ``results/<experiment_id>.json``. A finished run is
 skipped.
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -21,166 +20,21 @@ import time
 from typing import Optional
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from nlproar_jax import checkpointing
-from nlproar_jax.data.batching import eval_batches
-from nlproar_jax.data.dataset import Ragged, Split, TaskData, atomic_save_npz
+from nlproar_jax.data.dataset import TaskData
 from nlproar_jax.data.registry import dataset_key, load_task, task_spec
-from nlproar_jax.experiment import Experiment, Paths, write_json_atomic
-from nlproar_jax.importance import ImportanceOptions, compute_importance, mutual_information_table
-from nlproar_jax.masking import roar_mask
-from nlproar_jax.models import build_model, split as split_model
-from nlproar_jax.training import evaluate, fit
+from nlproar_jax.names import SEEDS_TOGETHER, Experiment, Paths, write_json_atomic
+from nlproar_jax.roar.references import MissingReferenceError, init_model, masked_data  # noqa: F401
+from nlproar_jax.training import checkpointing
+from nlproar_jax.training.loop import evaluate, fit
 
 log = logging.getLogger("nlproar_jax")
-
-# Bytes of autodiff residuals one IG interpolation point keeps per (row, position, hidden unit).
-_IG_BYTES_PER_ROW_POS_UNIT = 4 * 32
-
-
-class MissingReferenceError(RuntimeError):
-    """A ROAR run's reference model (or masked data) has not been trained yet."""
-
-
-def ig_chunk_size(batch: int, seq_len: int, hidden: int, steps: int, budget_bytes: Optional[int] = None) -> int:
-    """Interpolation points to vmap at once so one chunk stays under ``budget_bytes``
-    (default: a quarter of the device's memory limit when known, else 1 GiB)."""
-    if budget_bytes is None:
-        budget_bytes = 1 << 30
-        stats = jax.devices()[0].memory_stats() or {}
-        if "bytes_limit" in stats:
-            budget_bytes = stats["bytes_limit"] // 4
-    per_point = batch * seq_len * hidden * _IG_BYTES_PER_ROW_POS_UNIT
-    return int(max(1, min(steps, budget_bytes // max(per_point, 1))))
-
-
-def importance_over_split(graphdef, params, split: Split, measure: str, *, key, options: ImportanceOptions,
-                          batch_size: int, hidden_size: int, table=None) -> np.ndarray:
-    """``<float32>[total tokens]``: a score per main-sequence position, aligned with ``split.main.values``."""
-    scores = Ragged(np.zeros(len(split.main.values), np.float32), split.main.offsets)
-    for batch in eval_batches(split, batch_size):
-        opts = options
-        if measure == "integrated_gradient" and options.ig_chunk_size == 0:
-            chunk = ig_chunk_size(batch.tokens.shape[0], batch.tokens.shape[1], hidden_size, options.ig_steps)
-            opts = dataclasses.replace(options, ig_chunk_size=chunk)
-        s = np.asarray(compute_importance(measure, graphdef, params, batch, key, opts, table))
-        real = batch.weight > 0
-        scores.set_rows(batch.index[real].astype(np.int64), s[real])
-    return scores.values
-
-
-def mask_split(split: Split, scores: np.ndarray, k: int, strategy: str, batch_size: int) -> Split:
-    """``split`` with each row's top-k' tokens by ``scores`` (aligned with ``main.values``) set to [MASK]."""
-    score_rows = Ragged(scores, split.main.offsets)
-    main = split.main.copy()
-    for batch in eval_batches(split, batch_size):
-        s = score_rows.pad(batch.index.astype(np.int64), batch.tokens.shape[1])
-        masked = np.asarray(roar_mask(batch.tokens, s, jnp.int32(k), strategy))
-        real = batch.weight > 0
-        main.set_rows(batch.index[real].astype(np.int64), masked[real])
-    return split.replace_main(main)
-
-
-# -- models --------------------------------------------------------------------------------
-def init_model(config, data: TaskData, seed: int):
-    """The task's freshly initialised model for ``seed``: ``(model, graphdef, params)``."""
-    from nlproar_jax.data.embeddings import embedding_matrix  # optional vectors packages load lazily
-
-    matrix = embedding_matrix(data.vocab, config.embedding, dim=int(config.embedding_dim),
-                              oov=config.embedding_oov, seed=seed)
-    model = build_model(paired=data.paired, vocab_size=len(data.vocab), num_classes=data.num_classes,
-                        embedding_dim=int(matrix.shape[1]), hidden_size=int(config.hidden_size), seed=seed,
-                        embedding=matrix)
-    graphdef, params = split_model(model)
-    return model, graphdef, params
-
-
-def train_command(exp: Experiment, config_file: str) -> str:
-    """The command line that creates ``exp``."""
-    parts = [f"python -m nlproar_jax.train --config={config_file}", f"--config.seed={exp.seed}",
-             f"--config.k={exp.k}"]
-    if exp.k > 0:
-        parts += [f"--config.importance_measure={exp.measure}", f"--config.roar_strategy={exp.strategy}"]
-        if exp.recursive:
-            parts += ["--config.recursive=True", f"--config.recursive_step_size={exp.step}"]
-        if exp.measure == "integrated_gradient":
-            parts += [f"--config.ig_steps={exp.ig_steps}", f"--config.ig_variant={exp.ig_variant}"]
-    return " ".join(parts)
-
-
-def _missing(what: str, exp: Experiment, ref: Experiment, config) -> MissingReferenceError:
-    return MissingReferenceError(
-        f"{exp.id} needs the {what} of {ref.id}, which has not been trained yet. Create it with:\n  "
-        f"{train_command(ref, config.get('config_file', '') or f'configs/{exp.task}.py')}"
-        f" --config.persistent_dir={config.persistent_dir}")
-
-
-def load_trained(paths: Paths, ref: Experiment, config, data: TaskData):
-    """``(graphdef, params)`` of a finished run."""
-    _, graphdef, template = init_model(config, data, ref.seed)
-    params, _ = checkpointing.load_params(paths.model(ref), template)
-    return graphdef, params
-
-
-# -- importance and masked data ------------------------------------------------------------
-def importance_options(config, exp: Experiment) -> ImportanceOptions:
-    return ImportanceOptions(ig_steps=exp.ig_steps, ig_variant=exp.ig_variant,
-                             ig_chunk_size=int(config.ig_chunk_size))
-
-
-def reference_importance(paths: Paths, exp: Experiment, ref: Experiment, ref_data: TaskData, config
-                         ) -> dict[str, np.ndarray]:
-    """Per split, the reference's importance aligned with ``main.values``; computed once, cached on disk."""
-    path = paths.importance(ref, exp.measure_tag)
-    if os.path.exists(path):
-        with np.load(path) as z:
-            return {name: z[name] for name in ref_data.splits}
-    graphdef = params = table = None
-    if exp.measure in ("random", "mutual_information"):  # model-free: only the data is needed
-        _, graphdef, params = init_model(config, ref_data, ref.seed)
-    elif not checkpointing.params_exist(paths.model(ref)):
-        raise _missing("trained model", exp, ref, config)
-    else:
-        graphdef, params = load_trained(paths, ref, config, ref_data)
-    if exp.measure == "mutual_information":
-        train = ref_data.splits["train"]
-        table = mutual_information_table(train.main, train.labels, len(ref_data.vocab), ref_data.num_classes)
-    options = importance_options(config, exp)
-    scores = {}
-    for i, (name, split) in enumerate(ref_data.splits.items()):
-        t0 = time.perf_counter()
-        key = jax.random.fold_in(jax.random.key(ref.seed), i)
-        scores[name] = importance_over_split(graphdef, params, split, exp.measure, key=key, options=options,
-                                             batch_size=int(config.batch_size),
-                                             hidden_size=int(config.hidden_size), table=table)
-        log.info("importance %s on %s/%s: %d examples in %.1fs", exp.measure_tag, ref.id, name, len(split),
-                 time.perf_counter() - t0)
-    atomic_save_npz(path, scores)
-    return scores
-
-
-def masked_data(paths: Paths, exp: Experiment, base_data: TaskData, config) -> TaskData:
-    """The dataset run ``exp`` trains on: its reference's data with k' more tokens per row masked."""
-    ref = exp.reference()
-    if ref.is_base:
-        ref_data = base_data
-    elif os.path.exists(paths.masked_dataset(ref)):
-        ref_data = TaskData.load(paths.masked_dataset(ref))
-    else:
-        raise _missing("masked dataset", exp, ref, config)
-    scores = reference_importance(paths, exp, ref, ref_data, config)
-    splits = {name: mask_split(split, scores[name], exp.k, exp.strategy, int(config.batch_size))
-              for name, split in ref_data.splits.items()}
-    return ref_data.replace_splits(splits)
-
 
 # -- one run -------------------------------------------------------------------------------
 # Fields that do not change what one run computes: how and where it runs, and which grid it is part of.
 _NOT_IDENTITY = ("persistent_dir", "data_dir", "config_file", "compilation_cache_dir", "seeds_together",
                  "malloc_hugetlb", "k_together", "grid")
-SEEDS_TOGETHER = ("auto", "vmap", "loop")
 
 
 def _check_config(run_dir: str, config) -> None:
@@ -325,11 +179,11 @@ def run_together(configs: list, *, base_data: Optional[TaskData] = None) -> list
     writes the same files a single run would, and finished ones are skipped.
 
     ``seeds_together`` (of the first config): "vmap" trains them in one vmapped program over
-    stacked parameters (:func:`~nlproar_jax.stacked_training.fit_stacked`); "loop" trains them one
+    stacked parameters (:func:`~nlproar_jax.training.stacked.fit_stacked`); "loop" trains them one
     after another, sharing start-up, data and compiled steps (on a CPU, already compute-bound on
     one model, this is the faster); "auto" picks vmap on accelerators and loop on the CPU. Their
     datasets must have the same shapes when vmapped: seeds and classic-ROAR k values of one task do."""
-    from nlproar_jax.stacked_training import fit_stacked
+    from nlproar_jax.training.stacked import fit_stacked
 
     config = configs[0]
     mode = config.seeds_together

@@ -1,0 +1,260 @@
+"""Finished runs as tables: one row per run, ROAR curves per seed, the faithfulness summary.
+
+The library behind ``python -m nlproar_jax.results`` (:func:`export` writes everything).
+Needs numpy, scipy and matplotlib; not JAX.
+"""
+from __future__ import annotations
+
+import collections
+import csv
+import json
+import math
+import os
+from typing import Iterable, Optional, Sequence
+
+from nlproar_jax.names import measure_tag as experiment_measure_tag
+from nlproar_jax.analysis.faithfulness import FULL_MASK_K, MeanCI, faithfulness, mean_ci
+from nlproar_jax.analysis.summary import load_results
+
+STRATEGIES = ("quantile", "count")
+BASELINE = "random"
+# How each strategy's k maps to the x axis of the area, and the level where all curves meet.
+X_SCALE = {"quantile": 100.0, "count": 1.0}
+END_K = {"quantile": FULL_MASK_K, "count": None}
+
+ID_COLUMNS = ("experiment_id", "reference_id", "dataset_key", "task", "model", "seed", "measure", "measure_tag",
+              "strategy", "k", "recursive", "roar", "step", "ig_steps", "ig_variant")
+RUN_COLUMNS = ("reported_metric", "test_reported", "val_reported", "monitor", "best_epoch", "epochs", "train_size")
+TAIL_COLUMNS = ("device", "device_count", "hostname", "notes")
+
+
+def measure_tag(result: dict) -> str:
+    """The measure with its settings where they matter (``integrated_gradient-50a``), as in run ids."""
+    if result.get("measure") != "integrated_gradient" or "ig_steps" not in result:
+        return result.get("measure", "")
+    return experiment_measure_tag(result["measure"], result["ig_steps"], result.get("ig_variant"))
+
+
+def roar_kind(result: dict) -> str:
+    """``base`` (k = 0), ``classic`` or ``recursive``."""
+    if result["k"] == 0:
+        return "base"
+    return "recursive" if result.get("recursive") else "classic"
+
+
+def reported(result: dict, split: str = "test") -> float:
+    """The paper's metric for the task (macro-F1, micro-F1 or accuracy) on ``split``."""
+    return float(result[split][result["reported_metric"]])
+
+
+# -- one row per run -------------------------------------------------------------------------
+def result_row(result: dict) -> dict:
+    """A flat dict of one run's result: ids, metrics as ``val_<name>``/``test_<name>``, ``seconds_<part>``."""
+    row = {name: result.get(name) for name in ID_COLUMNS}
+    row.update(measure_tag=measure_tag(result), roar=roar_kind(result))
+    row.update({name: result.get(name) for name in RUN_COLUMNS})
+    row.update(test_reported=reported(result, "test"), val_reported=reported(result, "val"))
+    for split in ("val", "test"):
+        for name, value in sorted(result.get(split, {}).items()):
+            row[f"{split}_{name}"] = value
+    seconds = result.get("seconds", {})
+    for part, value in sorted(seconds.items()):
+        row[f"seconds_{part}"] = value
+    row["seconds_total"] = float(sum(seconds.values()))
+    row.update({name: result.get(name) for name in TAIL_COLUMNS})
+    row["notes"] = "; ".join(result.get("notes") or ())
+    return row
+
+
+def results_table(results: Iterable[dict]) -> tuple[list[str], list[dict]]:
+    """``(columns, rows)``: one row per run, sorted by (task, seed, measure, strategy, roar, k); the
+    columns are the union over runs (metric names differ between tasks), in a stable order."""
+    rows = [result_row(r) for r in results]
+    rows.sort(key=lambda r: (r["task"], r["seed"], r["roar"] != "base", r["measure_tag"], r["strategy"],
+                             r["roar"], r["k"]))
+    fixed = list(ID_COLUMNS) + list(RUN_COLUMNS)
+    metric = sorted({c for r in rows for c in r if c.startswith(("val_", "test_")) and c not in fixed})
+    seconds = sorted({c for r in rows for c in r if c.startswith("seconds_")})
+    return fixed + metric + seconds + list(TAIL_COLUMNS), rows
+
+
+def write_csv(path: str, columns: Sequence[str], rows: Sequence[dict]) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({c: _csv_value(row.get(c)) for c in columns})
+
+
+def _csv_value(value):
+    if value is None:
+        return ""
+    if isinstance(value, float) and math.isnan(value):
+        return "nan"
+    if isinstance(value, (list, tuple)):
+        return " ".join(str(v) for v in value)
+    return value
+
+
+# -- curves ----------------------------------------------------------------------------------
+CurveKey = tuple  # (task, measure_tag, strategy, recursive: bool)
+
+
+def seed_curves(results: Iterable[dict]) -> dict[CurveKey, dict[int, dict[int, float]]]:
+    """``{(task, measure_tag, strategy, recursive): {seed: {k: test metric}}}``.
+
+    Each seed's k = 0 base run is entered as k = 0 of every curve of its task and seed. Random's
+    classic curve also stands in as its recursive curve (random importance ignores the model), so
+    recursive panels and summaries compare against it, as in the original.
+    """
+    results = list(results)
+    base = {(r["task"], r["seed"]): reported(r) for r in results if r["k"] == 0}
+    curves: dict = collections.defaultdict(lambda: collections.defaultdict(dict))
+    for r in results:
+        if r["k"] == 0:
+            continue
+        curves[(r["task"], measure_tag(r), r["strategy"], bool(r["recursive"]))][r["seed"]][r["k"]] = reported(r)
+    for (task, tag, strategy, recursive), per_seed in list(curves.items()):
+        if tag == BASELINE and not recursive and (task, tag, strategy, True) not in curves:
+            curves[(task, tag, strategy, True)] = per_seed
+    out = {}
+    for key, per_seed in curves.items():
+        out[key] = {}
+        for seed, curve in per_seed.items():
+            curve = dict(curve)
+            if (key[0], seed) in base:
+                curve[0] = base[(key[0], seed)]
+            out[key][seed] = dict(sorted(curve.items()))
+    return dict(sorted(out.items()))
+
+
+def mean_curve(per_seed: dict[int, dict[int, float]]) -> dict[int, MeanCI]:
+    """``{k: MeanCI}`` over the seeds that have each k."""
+    ks = sorted({k for curve in per_seed.values() for k in curve})
+    return {k: mean_ci([curve[k] for curve in per_seed.values() if k in curve]) for k in ks}
+
+
+# -- the faithfulness summary ---------------------------------------------------------------
+def summarize(results: Iterable[dict], *, upto: Sequence[Optional[int]] = (None,)) -> list[dict]:
+    """One row per (task, measure, strategy, classic|recursive, upto): the area between random's
+    classic curve and the measure's, per seed, then mean and 95% bootstrap CI over seeds.
+
+    ``upto``: integrate k <= this (None = the whole curve; the original also reports 20).
+    Quantile: x = k/100, the measure meets random at k = 100, ``relative`` = clip(absolute/maximum).
+    Count: x = k in tokens; there is no all-masked level, so ``maximum`` and ``relative`` are NaN.
+    A seed without random's curve is left out (its ``n_seeds`` shows it). With a single seed the CI is
+    the point itself (low = mean = high), see :func:`nlproar_jax.analysis.faithfulness.mean_ci`.
+    """
+    results = list(results)
+    metric = {r["task"]: r["reported_metric"] for r in results}
+    curves = seed_curves(results)
+    rows = []
+    for (task, tag, strategy, recursive), per_seed in curves.items():
+        if tag == BASELINE:
+            continue
+        baseline = curves.get((task, BASELINE, strategy, False), {})
+        for limit in upto:
+            per = {}
+            for seed, curve in sorted(per_seed.items()):
+                if seed not in baseline:
+                    continue
+                try:
+                    per[seed] = faithfulness(curve, baseline[seed], upto=limit, x_scale=X_SCALE[strategy],
+                                             end=END_K[strategy])
+                except ValueError:
+                    continue
+            if not per:
+                continue
+            row = {"task": task, "measure_tag": tag, "measure": tag.split("-")[0], "strategy": strategy,
+                   "roar": "recursive" if recursive else "classic", "metric": metric[task],
+                   "upto": _number(limit if limit is not None else max(max(f.k) for f in per.values())),
+                   "x_unit": "fraction of tokens" if strategy == "quantile" else "tokens",
+                   "n_seeds": len(per), "seeds": sorted(per),
+                   "k": [_number(k) for k in sorted({k for f in per.values() for k in f.k})]}
+            for field in ("absolute", "maximum", "relative"):
+                ci = mean_ci([getattr(f, field) for f in per.values()])
+                row.update({f"{field}_mean": ci.mean, f"{field}_low": ci.low, f"{field}_high": ci.high})
+                row[f"{field}_per_seed"] = {int(s): getattr(f, field) for s, f in per.items()}
+            rows.append(row)
+    rows.sort(key=lambda r: (r["task"], r["strategy"] != "quantile", r["roar"] != "recursive", r["measure_tag"],
+                             r["upto"]))
+    return rows
+
+
+def _number(x):
+    """``10.0`` -> ``10``; other values unchanged."""
+    return int(x) if float(x).is_integer() else x
+
+
+SUMMARY_COLUMNS = ("task", "measure", "measure_tag", "strategy", "roar", "metric", "upto", "x_unit", "n_seeds",
+                   "seeds", "k", "relative_mean", "relative_low", "relative_high", "absolute_mean", "absolute_low",
+                   "absolute_high", "maximum_mean", "maximum_low", "maximum_high")
+
+
+def format_summary(rows: Sequence[dict]) -> str:
+    """A text table of :func:`summarize` rows: relative and absolute area with their CIs."""
+    if not rows:
+        return "(no measure has both its curve and random's: nothing to summarise)"
+    head = (f"{'task':<12}{'measure':<26}{'strategy':<10}{'roar':<11}{'upto':>5}{'seeds':>6}"
+            f"{'relative [95% CI]':>28}{'absolute [95% CI]':>28}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        rel = _ci_text(r["relative_mean"], r["relative_low"], r["relative_high"])
+        ab = _ci_text(r["absolute_mean"], r["absolute_low"], r["absolute_high"])
+        lines.append(f"{r['task']:<12}{r['measure_tag']:<26}{r['strategy']:<10}{r['roar']:<11}{r['upto']:>5}"
+                     f"{r['n_seeds']:>6}{rel:>28}{ab:>28}")
+    return "\n".join(lines)
+
+
+def _ci_text(mean: float, low: float, high: float) -> str:
+    if math.isnan(mean):
+        return "n/a"
+    return f"{mean:+.3f} [{low:+.3f}, {high:+.3f}]"
+
+
+def _json_safe(obj):
+    """NaN -> None so the JSON is standard (``json.dump`` would write the non-standard ``NaN``)."""
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+# -- everything at once ----------------------------------------------------------------------
+def export(persistent_dir: str, out_dir: Optional[str] = None, *, upto: Sequence[Optional[int]] = (None,),
+           report: bool = False, plots: bool = True) -> dict:
+    """Write the CSVs, the summary JSON, the plots (and the HTML report); return the paths written."""
+    results = load_results(persistent_dir)
+    if not results:
+        raise FileNotFoundError(f"no results/*.json under {persistent_dir!r}: nothing to export "
+                                "(run nlproar_jax.train or nlproar_jax.sweep with --config.persistent_dir first)")
+    out_dir = out_dir or os.path.join(persistent_dir, "export")
+    os.makedirs(out_dir, exist_ok=True)
+    written = {}
+    columns, rows = results_table(results)
+    written["results_csv"] = os.path.join(out_dir, "results.csv")
+    write_csv(written["results_csv"], columns, rows)
+    summary = summarize(results, upto=upto)
+    written["summary_csv"] = os.path.join(out_dir, "summary.csv")
+    write_csv(written["summary_csv"], SUMMARY_COLUMNS, summary)
+    written["summary_json"] = os.path.join(out_dir, "summary.json")
+    with open(written["summary_json"], "w") as f:
+        json.dump(_json_safe({"persistent_dir": os.path.abspath(persistent_dir), "runs": len(results),
+                              "ci": "95% bootstrap (scipy.stats.bootstrap, BCa) over seeds; "
+                                    "a single seed gives low = mean = high",
+                              "summary": summary}), f, indent=2)
+    if plots:
+        from nlproar_jax.analysis.plots import plot_all
+
+        written["plots"] = plot_all(results, os.path.join(out_dir, "plots"))
+    if report:
+        from nlproar_jax.analysis.report import write_report
+
+        written["report"] = write_report(persistent_dir, os.path.join(out_dir, "report.html"), results=results,
+                                         summary=summary, plot_paths=written.get("plots"))
+    written["summary"] = summary
+    return written

@@ -1,0 +1,250 @@
+"""The project's vocabulary, without JAX: tasks, measures, strategies, experiment ids, the on-disk layout.
+
+Everything that names a thing lives here once, and every other module (the pipeline, the results
+tables, plots, report, grid plan and Slurm launcher) reads it from here. Importing this module
+imports no JAX, so the bookkeeping layer stays light.
+
+* :data:`TASKS`: task name -> :class:`TaskSpec` (loader, paired, monitored and reported metric).
+* :data:`MEASURES` and :data:`MEASURE_ALIASES` (the original's spellings), :func:`canonical_measure`,
+  :data:`MODEL_FREE`, :data:`IG_VARIANTS`, :func:`measure_tag`.
+* :data:`STRATEGIES` (ROAR masking), :data:`DEFAULT_STEP` (recursive step per strategy).
+* :class:`Experiment`: one ROAR run, validated from a config; its id and its reference run.
+* :class:`Paths`: every file a run or a grid writes under ``persistent_dir``.
+
+:func:`Experiment.from_config` checks every field of an ``ml_collections`` config once, at
+start-up, with errors that name the bad value and the valid choices. The experiment id is built
+from (task, model, seed, measure, strategy, k, recursive, step size, IG steps and variant); every
+other field is recorded in the run's ``config.json``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Optional
+
+
+# -- tasks -----------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class TaskSpec:
+    loader: str  # "module:function", imported lazily by nlproar_jax.data.registry
+    paired: bool
+    monitor: str  # validation metric used to pick the best epoch
+    reported: str  # the test metric the paper reports
+
+
+TASKS: dict[str, TaskSpec] = {
+    "synthetic": TaskSpec("nlproar_jax.data.synthetic:load", False, "auroc", "macro_f1"),
+    "sst": TaskSpec("nlproar_jax.data.sst:load", False, "auroc", "macro_f1"),
+    "imdb": TaskSpec("nlproar_jax.data.imdb:load", False, "auroc", "macro_f1"),
+    "snli": TaskSpec("nlproar_jax.data.snli:load", True, "accuracy", "micro_f1"),
+    "mimic-d": TaskSpec("nlproar_jax.data.mimic:load_diabetes", False, "auroc", "macro_f1"),
+    "mimic-a": TaskSpec("nlproar_jax.data.mimic:load_anemia", False, "auroc", "macro_f1"),
+    "babi-1": TaskSpec("nlproar_jax.data.babi:load_task1", True, "accuracy", "accuracy"),
+    "babi-2": TaskSpec("nlproar_jax.data.babi:load_task2", True, "accuracy", "accuracy"),
+    "babi-3": TaskSpec("nlproar_jax.data.babi:load_task3", True, "accuracy", "accuracy"),
+}
+
+
+def task_spec(name: str) -> TaskSpec:
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; valid tasks: {sorted(TASKS)}")
+    return TASKS[name]
+
+
+# -- importance measures ---------------------------------------------------------------------
+MEASURES = ("random", "mutual_information", "attention", "gradient", "input_times_gradient",
+            "integrated_gradient")
+# Measures whose scores need no trained model.
+MODEL_FREE = ("random", "mutual_information")
+# The original's spellings (nlp-roar-interpretability command lines and file names).
+MEASURE_ALIASES = {
+    "mutual-information": "mutual_information",
+    "times-input-gradient": "input_times_gradient",
+    "times_input_gradient": "input_times_gradient",
+    "input-times-gradient": "input_times_gradient",
+    "integrated-gradient": "integrated_gradient",
+    "integrated_gradients": "integrated_gradient",
+    "integrated-gradients": "integrated_gradient",
+}
+IG_VARIANTS = ("alpha_weighted", "textbook")
+
+
+def canonical_measure(name: str) -> str:
+    """The canonical measure name for ``name`` (either spelling); a clear error otherwise."""
+    name = MEASURE_ALIASES.get(name, name)
+    if name not in MEASURES:
+        raise ValueError(f"unknown importance measure {name!r}; valid: {sorted(MEASURES) + sorted(MEASURE_ALIASES)}")
+    return name
+
+
+def measure_tag(measure: str, ig_steps: int, ig_variant: str) -> str:
+    """The measure with its settings where they matter, as in run ids: ``integrated_gradient-50a``
+    (50 steps, alpha-weighted; ``t`` for textbook), else the measure's name."""
+    if measure == "integrated_gradient":
+        return f"{measure}-{ig_steps}{'a' if ig_variant == 'alpha_weighted' else 't'}"
+    return measure
+
+
+# -- ROAR ------------------------------------------------------------------------------------
+STRATEGIES = ("count", "quantile")
+DEFAULT_STEP = {"count": 1, "quantile": 10}
+SEEDS_TOGETHER = ("auto", "vmap", "loop")
+EMBEDDING_OOV = ("zero", "normal")
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    task: str
+    seed: int
+    k: int
+    measure: str
+    strategy: str
+    recursive: bool
+    step: int
+    ig_steps: int
+    ig_variant: str
+    model: str = "rnn"
+
+    @classmethod
+    def from_config(cls, config) -> "Experiment":
+        task_spec(config.task)  # raises with the valid tasks
+        strategy = config.roar_strategy
+        if strategy not in STRATEGIES:
+            raise ValueError(f"unknown roar_strategy {strategy!r}; valid: {list(STRATEGIES)}")
+        k = int(config.k)
+        if k < 0 or (strategy == "quantile" and k > 100):
+            raise ValueError(f"k={k} is out of range for strategy {strategy!r}: "
+                             f"{'0..100 (percent)' if strategy == 'quantile' else '>= 0 (tokens)'}")
+        step = config.recursive_step_size
+        step = DEFAULT_STEP[strategy] if step is None else int(step)
+        if step < 1:
+            raise ValueError(f"recursive_step_size must be >= 1, got {step}")
+        recursive = bool(config.recursive) and k > 0
+        if recursive and k % step:
+            raise ValueError(f"recursive ROAR reaches k={k} only if it is a multiple of "
+                             f"recursive_step_size={step}; try k={k - k % step or step}")
+        if config.ig_variant not in IG_VARIANTS:
+            raise ValueError(f"unknown ig_variant {config.ig_variant!r}; valid: {list(IG_VARIANTS)}")
+        if int(config.ig_steps) < 1:
+            raise ValueError(f"ig_steps must be >= 1, got {config.ig_steps}")
+        if config.embedding_oov not in EMBEDDING_OOV:
+            raise ValueError(f"unknown embedding_oov {config.embedding_oov!r}; valid: {list(EMBEDDING_OOV)}")
+        for field in ("batch_size", "max_epochs", "hidden_size", "embedding_dim", "min_df", "num_seeds"):
+            if int(config[field]) < 1:
+                raise ValueError(f"{field} must be >= 1, got {config[field]}")
+        if int(config.ig_chunk_size) < 0:
+            raise ValueError(f"ig_chunk_size must be >= 0 (0 = choose from memory), got {config.ig_chunk_size}")
+        measure = canonical_measure(config.importance_measure)
+        return cls(task=config.task, seed=int(config.seed), k=k, measure=measure, strategy=strategy,
+                   recursive=recursive, step=step, ig_steps=int(config.ig_steps), ig_variant=config.ig_variant)
+
+    # -- identity --------------------------------------------------------------------------
+    @property
+    def is_base(self) -> bool:
+        return self.k == 0
+
+    @property
+    def measure_tag(self) -> str:
+        return measure_tag(self.measure, self.ig_steps, self.ig_variant)
+
+    @property
+    def id(self) -> str:
+        base = f"{self.task}_{self.model}_s-{self.seed}"
+        if self.is_base:
+            return base
+        rec = f"r-1_st-{self.step}" if self.recursive else "r-0"
+        return f"{base}_y-{self.measure_tag}_rs-{self.strategy}_k-{self.k}_{rec}"
+
+    def base(self) -> "Experiment":
+        return dataclasses.replace(self, k=0, recursive=False)
+
+    def reference(self) -> Optional["Experiment"]:
+        """The run whose model and data this run's importance comes from (None for k=0).
+
+        Classic: the k=0 model on unmasked data. Recursive: the run at k - step
+        (the k=0 model for the first step)."""
+        if self.is_base:
+            return None
+        if not self.recursive or self.k - self.step <= 0:
+            return self.base()
+        return dataclasses.replace(self, k=self.k - self.step)
+
+    def fields(self) -> dict:
+        return {**dataclasses.asdict(self), "experiment_id": self.id}
+
+
+@dataclasses.dataclass(frozen=True)
+class Paths:
+    """Everything a run or a grid writes, under ``persistent_dir`` (``root``). Methods take an
+    :class:`Experiment` or an experiment id (what results files record)."""
+
+    root: str
+
+    def run_dir(self, exp) -> str:
+        return os.path.join(self.root, "runs", _id(exp))
+
+    def config(self, exp) -> str:
+        return os.path.join(self.run_dir(exp), "config.json")
+
+    def metrics(self, exp) -> str:
+        return os.path.join(self.run_dir(exp), "metrics.jsonl")
+
+    def model(self, exp) -> str:
+        return os.path.join(self.run_dir(exp), "model")
+
+    def checkpoints(self, exp) -> str:
+        return os.path.join(self.run_dir(exp), "checkpoints")
+
+    def stacked_checkpoints(self, first, group: str) -> str:
+        """Training state of runs trained together (``group``: a hash of their ids), under the first run."""
+        return os.path.join(self.run_dir(first), f"stacked-checkpoints-{group}")
+
+    def masked_dataset(self, exp) -> str:
+        return os.path.join(self.run_dir(exp), "masked_dataset.npz")
+
+    @property
+    def results_dir(self) -> str:
+        return os.path.join(self.root, "results")
+
+    def result(self, exp) -> str:
+        return os.path.join(self.results_dir, _id(exp) + ".json")
+
+    def importance(self, reference, measure_tag: str) -> str:
+        return os.path.join(self.root, "cache", "importance", f"{_id(reference)}__{measure_tag}.npz")
+
+    @property
+    def dataset_cache(self) -> str:
+        return os.path.join(self.root, "cache", "datasets")
+
+    def dataset(self, key: str) -> str:
+        """The encoded dataset with this ``dataset_key`` (see :func:`nlproar_jax.data.registry.dataset_key`)."""
+        return os.path.join(self.dataset_cache, f"{key}.npz")
+
+    @property
+    def xla_cache(self) -> str:
+        return os.path.join(self.root, "cache", "xla")
+
+    @property
+    def export_dir(self) -> str:
+        return os.path.join(self.root, "export")
+
+    @property
+    def slurm_dir(self) -> str:
+        return os.path.join(self.root, "slurm")
+
+    @property
+    def slurm_logs(self) -> str:
+        return os.path.join(self.slurm_dir, "logs")
+
+
+def _id(exp) -> str:
+    return exp if isinstance(exp, str) else exp.id
+
+
+def write_json_atomic(path: str, obj) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)

@@ -1,0 +1,119 @@
+"""What a ROAR run needs from its reference run: the trained model, its importance, its data.
+
+Classic ROAR's reference is the seed's k = 0 model on unmasked data; recursive ROAR's is the run at
+k - step on its masked data (:meth:`~nlproar_jax.names.Experiment.reference`). The reference's
+importance over train/val/test is computed once and cached (``Paths.importance``), shared by every
+run with the same reference and measure.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import jax
+import numpy as np
+
+from nlproar_jax.data.dataset import TaskData, atomic_save_npz
+from nlproar_jax.importance import ImportanceOptions, mutual_information_table
+from nlproar_jax.models import build_model, split as split_model
+from nlproar_jax.names import Experiment, Paths
+from nlproar_jax.roar.scores import importance_over_split, mask_split
+from nlproar_jax.training import checkpointing
+
+log = logging.getLogger("nlproar_jax")
+
+
+class MissingReferenceError(RuntimeError):
+    """A ROAR run's reference model (or masked data) has not been trained yet."""
+
+
+def init_model(config, data: TaskData, seed: int):
+    """The task's freshly initialised model for ``seed``: ``(model, graphdef, params)``."""
+    from nlproar_jax.data.embeddings import embedding_matrix  # optional vectors packages load lazily
+
+    matrix = embedding_matrix(data.vocab, config.embedding, dim=int(config.embedding_dim),
+                              oov=config.embedding_oov, seed=seed)
+    model = build_model(paired=data.paired, vocab_size=len(data.vocab), num_classes=data.num_classes,
+                        embedding_dim=int(matrix.shape[1]), hidden_size=int(config.hidden_size), seed=seed,
+                        embedding=matrix)
+    graphdef, params = split_model(model)
+    return model, graphdef, params
+
+
+def train_command(exp: Experiment, config_file: str) -> str:
+    """The command line that creates ``exp``."""
+    parts = [f"python -m nlproar_jax.train --config={config_file}", f"--config.seed={exp.seed}",
+             f"--config.k={exp.k}"]
+    if exp.k > 0:
+        parts += [f"--config.importance_measure={exp.measure}", f"--config.roar_strategy={exp.strategy}"]
+        if exp.recursive:
+            parts += ["--config.recursive=True", f"--config.recursive_step_size={exp.step}"]
+        if exp.measure == "integrated_gradient":
+            parts += [f"--config.ig_steps={exp.ig_steps}", f"--config.ig_variant={exp.ig_variant}"]
+    return " ".join(parts)
+
+
+def _missing(what: str, exp: Experiment, ref: Experiment, config) -> MissingReferenceError:
+    return MissingReferenceError(
+        f"{exp.id} needs the {what} of {ref.id}, which has not been trained yet. Create it with:\n  "
+        f"{train_command(ref, config.get('config_file', '') or f'configs/{exp.task}.py')}"
+        f" --config.persistent_dir={config.persistent_dir}")
+
+
+def load_trained(paths: Paths, ref: Experiment, config, data: TaskData):
+    """``(graphdef, params)`` of a finished run."""
+    _, graphdef, template = init_model(config, data, ref.seed)
+    params, _ = checkpointing.load_params(paths.model(ref), template)
+    return graphdef, params
+
+
+def importance_options(config, exp: Experiment) -> ImportanceOptions:
+    return ImportanceOptions(ig_steps=exp.ig_steps, ig_variant=exp.ig_variant,
+                             ig_chunk_size=int(config.ig_chunk_size))
+
+
+def reference_importance(paths: Paths, exp: Experiment, ref: Experiment, ref_data: TaskData, config
+                         ) -> dict[str, np.ndarray]:
+    """Per split, the reference's importance aligned with ``main.values``; computed once, cached on disk."""
+    path = paths.importance(ref, exp.measure_tag)
+    if os.path.exists(path):
+        with np.load(path) as z:
+            return {name: z[name] for name in ref_data.splits}
+    graphdef = params = table = None
+    if exp.measure in ("random", "mutual_information"):  # model-free: only the data is needed
+        _, graphdef, params = init_model(config, ref_data, ref.seed)
+    elif not checkpointing.params_exist(paths.model(ref)):
+        raise _missing("trained model", exp, ref, config)
+    else:
+        graphdef, params = load_trained(paths, ref, config, ref_data)
+    if exp.measure == "mutual_information":
+        train = ref_data.splits["train"]
+        table = mutual_information_table(train.main, train.labels, len(ref_data.vocab), ref_data.num_classes)
+    options = importance_options(config, exp)
+    scores = {}
+    for i, (name, split) in enumerate(ref_data.splits.items()):
+        t0 = time.perf_counter()
+        key = jax.random.fold_in(jax.random.key(ref.seed), i)
+        scores[name] = importance_over_split(graphdef, params, split, exp.measure, key=key, options=options,
+                                             batch_size=int(config.batch_size),
+                                             hidden_size=int(config.hidden_size), table=table)
+        log.info("importance %s on %s/%s: %d examples in %.1fs", exp.measure_tag, ref.id, name, len(split),
+                 time.perf_counter() - t0)
+    atomic_save_npz(path, scores)
+    return scores
+
+
+def masked_data(paths: Paths, exp: Experiment, base_data: TaskData, config) -> TaskData:
+    """The dataset run ``exp`` trains on: its reference's data with k' more tokens per row masked."""
+    ref = exp.reference()
+    if ref.is_base:
+        ref_data = base_data
+    elif os.path.exists(paths.masked_dataset(ref)):
+        ref_data = TaskData.load(paths.masked_dataset(ref))
+    else:
+        raise _missing("masked dataset", exp, ref, config)
+    scores = reference_importance(paths, exp, ref, ref_data, config)
+    splits = {name: mask_split(split, scores[name], exp.k, exp.strategy, int(config.batch_size))
+              for name, split in ref_data.splits.items()}
+    return ref_data.replace_splits(splits)
