@@ -20,13 +20,13 @@ import jax.numpy as jnp
 def gold_logit_sum(model, proj, tokens, query, labels) -> jax.Array:
     """Sum over the batch of each row's gold logit; rows are independent, so its
     gradient gives every row's own gradient."""
-    logits, _ = model.logits_time_major(proj, tokens, query)
+    logits, _ = model.logits_from_projection(proj, tokens, query)
     return jnp.take_along_axis(logits, labels[:, None], axis=1).sum()
 
 
 def gold_logits(model, proj, tokens, query, labels) -> jax.Array:
     """``<f32>[batch]``: each row's gold logit."""
-    logits, _ = model.logits_time_major(proj, tokens, query)
+    logits, _ = model.logits_from_projection(proj, tokens, query)
     return jnp.take_along_axis(logits, labels[:, None], axis=1)[:, 0]
 
 

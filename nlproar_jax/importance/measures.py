@@ -70,8 +70,8 @@ def _projection(model, batch):
     """Time-major ``tokens <int32>[T, B]`` and ``P <f32>[T, B, 8H]`` (embeddings gathered with
     ``tokens.T``), the query and the labels."""
     tokens = jnp.swapaxes(jnp.asarray(batch.tokens), 0, 1)
-    proj = model.encoder.project(model.embed(tokens))
-    return tokens, proj, model.query(batch.aux_tokens), jnp.asarray(batch.labels)
+    proj = model.embed(tokens) @ model.input_weights()
+    return tokens, proj, model.aux_context(batch.aux_tokens), jnp.asarray(batch.labels)
 
 
 def gradient_importance(model, batch, key=None, options=None, table=None) -> jax.Array:

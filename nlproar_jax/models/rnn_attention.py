@@ -1,21 +1,19 @@
 """The original's BiLSTM + additive-attention classifiers, in ``flax.nnx``.
 
-Two models share one interface, the seam attribution needs:
+Both models meet the classifier protocol (:mod:`nlproar_jax.models.protocol`): ``embed``,
+``logits_from_embeddings``, ``maskable`` (``id >= [MASK]``: never [PAD], [CLS], [EOS]),
+``mask_token`` ([MASK]), ``embedding_table``, and the training path ``__call__``. They also offer
+the linear-input fast path, since the LSTM input projection ``P = e @ W_ih`` is linear in ``e``:
+``input_weights`` (``W_ih``), ``aux_context`` (the query from the auxiliary sequence, None for
+single-sequence models) and ``logits_from_projection`` (time-major ``P`` and tokens).
 
-* :meth:`embed` ``tokens -> e``: the differentiation point of the gradient measures;
-* :meth:`query` ``aux_tokens -> q`` (None for single-sequence models);
-* :meth:`logits_from_projected` ``(P, tokens, q) -> (logits, attention)`` where
-  ``P = encoder.project(e)`` is the LSTM input projection (linear in ``e``);
-* :meth:`logits_from_embeddings` ``(e, tokens, aux) -> (logits, attention)``.
+Inside, everything runs time-major (``[seq_len, batch, ...]``, what the recurrence scans over):
+:meth:`__call__` gathers the embeddings with ``tokens.T`` so no activation or gradient is ever
+transposed, and runs the encoder's training path (``BiLSTM.encode``); the batch-major
+``logits_from_embeddings`` transposes once at its boundary.
 
-Inside, everything runs time-major (``[seq_len, batch, ...]``, what the recurrence
-scans over): :meth:`__call__`, the training path, gathers the embeddings with
-``tokens.T`` so no activation or gradient is ever transposed, and runs the
-projection and recurrence in time chunks (``BiLSTM.encode``); the batch-major
-seam above transposes once at its boundary.
-
-[PAD], [CLS] and [EOS] are never attended (``id >= [MASK]`` only), and padding is
-never processed by the LSTM. No dropout (the original has none).
+[PAD], [CLS] and [EOS] are never attended, and padding is never processed by the LSTM. No dropout
+(the original has none).
 """
 from __future__ import annotations
 
@@ -27,6 +25,7 @@ import numpy as np
 from flax import nnx
 
 from nlproar_jax.models.bilstm import BiLSTM
+from nlproar_jax.data.tokens import MASK
 from nlproar_jax.models.layers import attention_mask, lstm_mask, masked_softmax, torch_linear
 
 
@@ -44,24 +43,35 @@ class _Base(nnx.Module):
     paired: bool = False
     # Top-level parameter groups that get no L2 weight decay (the original: attention, single only).
     no_weight_decay: tuple[str, ...] = ()
+    mask_token: int = MASK
 
     def embed(self, tokens: jax.Array) -> jax.Array:
         """``<int32>[batch, seq_len]`` -> ``<f32>[batch, seq_len, embedding_dim]`` (any index shape)."""
         return jnp.take(self.embedding[...], tokens, axis=0)
 
+    def embedding_table(self) -> jax.Array:
+        """``<f32>[vocab, embedding_dim]``."""
+        return self.embedding[...]
+
+    def maskable(self, tokens: jax.Array) -> jax.Array:
+        """``<bool>[B, T]``: [MASK], [UNK] and words (``id >= [MASK]``), as the original."""
+        return attention_mask(tokens)
+
     def logits_from_embeddings(self, emb, tokens, aux_tokens=None):
         """``<f32>[B, T, D]``, ``<int32>[B, T]``, aux ``<int32>[B, Ta]`` -> ``(<f32>[B, C], <f32>[B, T])``."""
-        return self.logits_from_projected(self.encoder.project(emb), tokens, self.query(aux_tokens))
+        proj = jnp.swapaxes(emb, 0, 1) @ self.input_weights()
+        return self.logits_from_projection(proj, jnp.swapaxes(tokens, 0, 1), self.aux_context(aux_tokens))
 
-    def logits_from_projected(self, proj, tokens, query=None):
-        """``P <f32>[B, T, 8H]``, ``<int32>[B, T]``, query ``<f32>[B, 2H]`` or None
-        -> ``(logits <f32>[B, C], attention <f32>[B, T])``."""
-        return self.logits_time_major(jnp.swapaxes(proj, 0, 1), jnp.swapaxes(tokens, 0, 1), query)
+    # -- the linear-input fast path (nlproar_jax.models.protocol) ---------------------------
+    def input_weights(self) -> jax.Array:
+        """``W_ih <f32>[D, 8H]``: the LSTM input projection, both directions' gates."""
+        return self.encoder.w_ih[...]
 
-    def logits_time_major(self, proj, tokens, query=None):
-        """:meth:`logits_from_projected` for ``P <f32>[T, B, 8H]`` and ``tokens <int32>[T, B]``."""
+    def logits_from_projection(self, proj, tokens, context=None):
+        """``P <f32>[T, B, 8H]`` (time-major; any linear rescaling of ``e @ W_ih``), ``<int32>[T, B]``,
+        the :meth:`aux_context` -> ``(logits <f32>[B, C], attention <f32>[B, T])``."""
         hs, _ = self.encoder.recur_time_major(proj, lstm_mask(tokens))  # [T, B, 2H]
-        return self.logits_from_hidden(hs, tokens, query)
+        return self.logits_from_hidden(hs, tokens, context)
 
     def logits_from_hidden(self, hs, tokens, query=None):
         """BiLSTM outputs ``hs <f32>[T, B, 2H]``, ``tokens <int32>[T, B]`` -> ``(logits, attention <f32>[B, T])``."""
@@ -73,11 +83,11 @@ class _Base(nnx.Module):
     def __call__(self, tokens, aux_tokens=None):
         """``<int32>[B, T]``, aux ``<int32>[B, Ta]`` -> ``(logits <f32>[B, C], attention <f32>[B, T])``.
 
-        The training path: embeddings gathered time-major, projection and recurrence in time
-        chunks (``BiLSTM.encode``); the same function as the attribution seam above."""
+        The training path: embeddings gathered time-major, then the encoder's training path
+        (``BiLSTM.encode``); the same function as :meth:`logits_from_embeddings`."""
         tokens_tm = jnp.swapaxes(tokens, 0, 1)
         hs, _ = self.encoder.encode(self.embed(tokens_tm), lstm_mask(tokens_tm))
-        return self.logits_from_hidden(hs, tokens_tm, self.query(aux_tokens))
+        return self.logits_from_hidden(hs, tokens_tm, self.aux_context(aux_tokens))
 
 
 class SingleSequenceModel(_Base):
@@ -95,7 +105,7 @@ class SingleSequenceModel(_Base):
                                   score=torch_linear(h, 1, rngs=rngs, use_bias=False))
         self.decoder = torch_linear(2 * h, num_classes, rngs=rngs)
 
-    def query(self, aux_tokens=None):
+    def aux_context(self, aux_tokens=None):
         if aux_tokens is not None:
             raise ValueError("a single-sequence model takes no auxiliary sequence")
         return None
@@ -128,7 +138,7 @@ class PairedSequenceModel(_Base):
         self.decoder = nnx.Dict(main=torch_linear(2 * h, h, rngs=rngs), aux=torch_linear(2 * h, h, rngs=rngs),
                                 output=torch_linear(h, num_classes, rngs=rngs))
 
-    def query(self, aux_tokens):
+    def aux_context(self, aux_tokens):
         """``<int32>[B, Ta]`` -> ``<f32>[B, 2H]``: final forward ⊕ backward states of the auxiliary encoder."""
         if aux_tokens is None:
             raise ValueError("a paired-sequence model needs the auxiliary sequence (aux_tokens)")
