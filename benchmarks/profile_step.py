@@ -30,6 +30,8 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--min-ms", type=float, default=1.0)
     p.add_argument("--cpus", type=int, default=0, help="pin to the first N allowed CPUs (0: all)")
+    p.add_argument("--lstm-impl", default="auto", choices=("auto", "scan", "chunked"),
+                   help="the BiLSTM kernel; auto = what a ROAR run uses (chunked on a CPU backend)")
     p.add_argument("--malloc-hugetlb", type=int, default=1, choices=(0, 1))
     return p.parse_args(argv)
 
@@ -57,7 +59,7 @@ def main(argv=None) -> int:
     from nlproar_jax.training.loop import TrainState, train_step
 
     model = build_model(paired=False, vocab_size=args.vocab, num_classes=2, embedding_dim=args.embedding,
-                        hidden_size=args.hidden, seed=0)
+                        hidden_size=args.hidden, seed=0, lstm_impl=args.lstm_impl)
     graphdef, params = nnx.split(model)
     rng = np.random.default_rng(0)
     batch = jax.device_put(Batch(make_tokens(rng, args.batch, args.length, args.vocab),
@@ -78,7 +80,8 @@ def main(argv=None) -> int:
                     for plane in profile.planes for line in plane.lines for ev in line.events)
     start = max(s for s, _, _, name in events if name.startswith("PjitFunction"))  # the last step's dispatch
     ops = [e for e in events if e[0] >= start and "Eigen" in e[2] and not e[3].startswith("ThunkExecutor")]
-    print(f"train step, batch {args.batch}, length {args.length}, {len(os.sched_getaffinity(0))} CPU(s); "
+    print(f"train step ({model.encoder.impl} BiLSTM kernel), batch {args.batch}, length {args.length}, "
+          f"{len(os.sched_getaffinity(0))} CPU(s); "
           f"ops over {args.min_ms} ms (ms from the step's start, duration, thread, op):")
     for s, d, thread, name in ops:
         if d >= args.min_ms * 1e6:

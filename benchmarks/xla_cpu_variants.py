@@ -2,7 +2,7 @@
 
     python benchmarks/xla_cpu_variants.py cell     # LSTM cell: gate activations on column slices vs whole rows
     python benchmarks/xla_cpu_variants.py dot      # the recurrence's per-step dot, several formulations
-    python benchmarks/xla_cpu_variants.py chunks   # whole train step at length 250 with 1 to 16 time chunks
+    python benchmarks/xla_cpu_variants.py chunks   # whole train step at length 250 with 1 to 16 time chunks (+ scan)
     python benchmarks/xla_cpu_variants.py flags    # whole train step under XLA compiler options
 
 Each variant is a jitted function timed in the same process, interleaved (order alternating per
@@ -10,7 +10,9 @@ repeat), median of ``--repeats`` samples; one JSON object per line with the mach
 ``cell`` and ``dot`` are ``lax.scan`` / ``fori_loop`` microbenchmarks over ``--steps`` steps of
 batch 32, H 128 (the benchmark model); ``chunks`` and ``flags`` time
 ``nlproar_jax.training.loop._train_step`` on the throughput benchmark's model and batch (vocabulary 20k,
-embedding 300, full-length rows) and record each variant's trace + compile time (``compile_s``).
+embedding 300, full-length rows) and record each variant's trace + compile time (``compile_s``):
+``chunks`` with the chunked BiLSTM kernel (and the scan reference, ``lstm_impl="scan"``, beside
+it), ``flags`` with ``lstm_impl="auto"`` (what a ROAR run uses).
 Like throughput.py this re-runs itself under
 ``glibc.malloc.hugetlb=1`` unless ``--malloc-hugetlb 0``.
 """
@@ -114,18 +116,20 @@ def train_step_variants(what, steps, batch, hidden):
     rng = np.random.default_rng(0)
     batch_ = jax.device_put(Batch(make_tokens(rng, batch, steps, 20000), rng.integers(0, 2, batch).astype(np.int32),
                                   np.arange(batch, dtype=np.int32), np.ones(batch, np.float32), None))
+    # name -> (XLA compiler options, forced chunk count or None, lstm_impl)
     if what == "chunks":
-        cases = {f"train step: {c} time chunk(s)": ({}, c) for c in (1, 2, 4, 8, 12, 16)}
+        cases = {f"train step: {c} time chunk(s)": ({}, c, "chunked") for c in (1, 2, 4, 8, 12, 16)}
+        cases["train step: scan reference (lstm_impl=scan)"] = ({}, None, "scan")
     else:
-        cases = {"train step: default options": ({}, None),
-                 "train step: Eigen dots (no YNNPACK)": ({"xla_cpu_experimental_ynn_fusion_type": ""}, None),
-                 "train step: old fusion emitters": ({"xla_cpu_use_fusion_emitters": False}, None),
-                 "train step: fast math (approximate; not used)": ({"xla_cpu_enable_fast_math": True}, None)}
+        cases = {"train step: default options": ({}, None, "auto"),
+                 "train step: Eigen dots (no YNNPACK)": ({"xla_cpu_experimental_ynn_fusion_type": ""}, None, "auto"),
+                 "train step: old fusion emitters": ({"xla_cpu_use_fusion_emitters": False}, None, "auto"),
+                 "train step: fast math (approximate; not used)": ({"xla_cpu_enable_fast_math": True}, None, "auto")}
     variants = {}
     default_chunks = bilstm.default_chunks
-    for name, (options, chunks) in cases.items():
+    for name, (options, chunks, impl) in cases.items():
         model = build_model(paired=False, vocab_size=20000, num_classes=2, embedding_dim=300, hidden_size=hidden,
-                            seed=0)
+                            seed=0, lstm_impl=impl)
         graphdef, params = nnx.split(model)
         tx = original_optimizer(tuple(model.no_weight_decay), 1e-3, 1e-5)
         # A fresh function per variant: jax caches traces by function and static arguments, so

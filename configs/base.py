@@ -14,10 +14,15 @@ def get_config() -> ml_collections.ConfigDict:
     c.dataset = ml_collections.ConfigDict()  # extra keyword arguments for the task's loader
     c.min_df = 1  # vocabulary: tokens in at least this many training documents
     # --- model ---------------------------------------------------------------------------
+    c.model = "rnn"  # a builder registered in nlproar_jax.models ("rnn": the original's BiLSTM + attention)
     c.embedding = "random"  # "random" | "glove-6b-50d" | path to a .txt/.vec/.npy/.npz vectors file
     c.embedding_dim = 300  # used when the embedding is random; vectors files fix their own size
     c.embedding_oov = "zero"  # specials and unknown words: "zero" (SST/SNLI/IMDB) or "normal" (bAbI, MIMIC)
     c.hidden_size = 128  # LSTM units per direction
+    # The BiLSTM kernel: "scan" (the plain reference; jax.jvp works through it), "chunked" (tuned for
+    # XLA:CPU, same function and gradients), "auto" (chunked on a CPU backend, else scan; decided
+    # once, when the model is built). Parameters are the same for all three.
+    c.lstm_impl = "auto"
     # --- training (the original: Adam + AMSGrad, lr 1e-3, coupled L2 1e-5) ------------------
     c.seed = 0
     c.batch_size = 32
@@ -61,7 +66,7 @@ def get_config() -> ml_collections.ConfigDict:
     # compiling. "" = <persistent_dir>/cache/xla; "none" turns it off.
     c.compilation_cache_dir = ""
     # Linux/glibc: re-run the command once with GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (fewer page
-    # faults on XLA's per-step buffers: faster on CPU, same results; nlproar_jax/malloc.py).
+    # faults on XLA's per-step buffers: faster on CPU, same results; nlproar_jax/runtime/malloc.py).
     c.malloc_hugetlb = True
     c.config_file = ""  # filled in by the command line: the config path, for printed commands
     return c

@@ -1,18 +1,41 @@
-"""A one-layer bidirectional LSTM as ``lax.scan`` loops, split where attribution needs it.
+"""A one-layer bidirectional LSTM in two implementations of the same function: ``scan`` (the
+reference) and ``chunked`` (tuned for XLA:CPU).
+
+Semantics (both): PyTorch's gate order (i, f, g, o), zero initial state, and packed-sequence
+padding: the state is carried unchanged across [PAD] positions, so the backward direction starts
+at each row's last real token; outputs are 0 at padding; the final state is the forward one after
+the last real token ⊕ the backward one after the first. Everything is time-major
+(``[T, B, ...]``, what a recurrence scans over): the models gather embeddings with ``tokens.T``.
 
 The LSTM input projection is linear in the embeddings, so it is cut out of the
-recurrence: :meth:`BiLSTM.project` maps embeddings ``e`` to ``P = e @ W_ih`` once,
-and :meth:`BiLSTM.recur_time_major` runs the recurrence on ``P`` (+ bias). Integrated
-gradients scales only the LSTM input, so ``proj(alpha * e) = alpha * P``: the
-projection is computed once and never back-propagated per interpolation point.
+recurrence: :meth:`BiLSTM.project` maps embeddings ``e`` to ``P = e @ W_ih``, and
+:meth:`BiLSTM.recur_time_major` runs the recurrence on ``P`` (+ bias). Integrated gradients
+scales only the LSTM input, so ``proj(alpha * e) = alpha * P``: the projection is computed once
+and never back-propagated per interpolation point. :meth:`BiLSTM.encode` (the training path) is
+projection and recurrence together.
+
+Choosing the implementation (``impl``, :data:`nlproar_jax.names.LSTM_IMPLS`) is explicit and made
+once, when the :class:`BiLSTM` is built (``build_model(..., lstm_impl=...)``, ``config.lstm_impl``);
+the module records the resolved choice as ``BiLSTM.impl``, and nothing queries the backend in
+traced code. ``"auto"`` resolves (:func:`resolve_impl`) to ``"chunked"`` when JAX's default backend
+is the CPU, else to ``"scan"``. Parameters (names, shapes, meaning) are the same for every impl,
+so a model trained with one runs with the other.
+
+``scan``: the reference (:func:`scan_bilstm`)
+---------------------------------------------
+One ``lax.scan`` per direction (the backward one with ``reverse=True``, so it reads and writes in
+position order), a textbook LSTM cell, and JAX's own autodiff: ``jax.grad``, ``jax.jvp``,
+``jax.linearize`` and ``jax.vmap`` all work through it. It defines what the chunked kernel must
+compute (``tests/test_models.py`` checks the two give the same outputs and gradients).
+
+``chunked``: the CPU-tuned kernel
+---------------------------------
+Reverse-mode only (``jax.custom_vjp``): ``jax.jvp`` and ``jax.linearize`` do not go through it.
 
 Both directions run in the same scan step (one batched matmul): step ``s`` runs the
 forward direction at position ``s`` and the backward one at ``T-1-s``, reading the
 projections in place and writing outputs in place, so no reversed or transposed copy
-of the activations is made (the models gather embeddings with ``tokens.T`` and stay
-time-major). Padding is never processed: the state is carried unchanged across [PAD]
-positions, so the backward direction starts at each row's last real token, like
-PyTorch's packed sequences. Gate order is PyTorch's (i, f, g, o).
+of the activations is made.
 
 Training (:meth:`BiLSTM.encode`) runs the steps in time chunks: chunk ``j`` covers
 steps ``[a_j, b_j)``, i.e. forward positions ``[a_j, b_j)`` and backward positions
@@ -22,9 +45,10 @@ projection and its gradients live inside the recurrence's VJP
 chunk ``j``'s loop, and chunk ``j``'s input-gradient matmuls are made right after its
 backward loop. XLA:CPU runs one ``while`` loop on one thread, and it runs an independent
 matmul beside it only when both are ready at once: so on a CPU the second core computes
-projections and gradients while the first runs the loops (about 32 steps per chunk,
-:func:`default_chunks`). Chunking changes no value: every chunking gives the same
-function and gradients (``tests/test_models.py``).
+projections and gradients while the first runs the loops (about :data:`CHUNK_STEPS` = 32
+steps per chunk, :func:`default_chunks`). Chunking changes no value: every chunking gives
+the same function and gradients (``tests/test_models.py``). The attribution path
+(:meth:`BiLSTM.recur_time_major`) runs one chunk (:func:`_recurrence`).
 
 The recurrence has a hand-written VJP (:func:`_forward`, :func:`_backward`, shared by
 :func:`_recurrence` and :func:`_encode_recurrence`): the forward loops keep
@@ -44,13 +68,80 @@ import jax.numpy as jnp
 from flax import nnx
 
 from nlproar_jax.models.layers import uniform
+from nlproar_jax.names import LSTM_IMPLS
 
-# Training splits the time axis into chunks of about this many steps, on CPUs only: each chunk's
-# projection matmul runs beside the previous chunk's loop, and its input-gradient matmuls beside
-# the next chunk's backward loop (benchmarks/RESULTS.md). Accelerators take one chunk.
+# The chunked kernel's training path splits the time axis into chunks of about this many steps:
+# each chunk's projection matmul runs beside the previous chunk's loop, and its input-gradient
+# matmuls beside the next chunk's backward loop (benchmarks/RESULTS.md).
 CHUNK_STEPS = 32
 
 
+def resolve_impl(impl: str) -> str:
+    """``"scan"`` or ``"chunked"`` for ``impl`` in :data:`LSTM_IMPLS`: ``"auto"`` is ``"chunked"``
+    when JAX's default backend is the CPU, else ``"scan"``. Called once, when a model is built."""
+    if impl not in LSTM_IMPLS:
+        raise ValueError(f"unknown lstm_impl {impl!r}; valid: {list(LSTM_IMPLS)}")
+    if impl == "auto":
+        return "chunked" if jax.default_backend() == "cpu" else "scan"
+    return impl
+
+
+# -- scan: the reference ---------------------------------------------------------------------
+def _lstm_cell(u, h, c, w_hh):
+    """One LSTM step. ``u <f32>[B, 4H]``: input projection + bias; ``h, c <f32>[B, H]``;
+    ``w_hh <f32>[H, 4H]``. Returns the new ``(h, c)``."""
+    i, f, g, o = jnp.split(u + h @ w_hh, 4, axis=-1)
+    c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+    h = jax.nn.sigmoid(o) * jnp.tanh(c)
+    return h, c
+
+
+def _scan_direction(u, m, w_hh, reverse):
+    """One direction over the whole sequence.
+
+    Args:
+      u: ``<f32>[T, B, 4H]``: input projection + bias, in position order.
+      m: ``<bool>[T, B, 1]``: real tokens.
+      w_hh: ``<f32>[H, 4H]``.
+      reverse: False = positions ``0 .. T-1``; True = ``T-1 .. 0`` (outputs still in position order).
+    Returns:
+      outputs ``<f32>[T, B, H]`` (0 at padding) and the state after the last real step ``<f32>[B, H]``.
+    """
+    def step(carry, x):
+        h, c = carry
+        u_t, m_t = x
+        h_new, c_new = _lstm_cell(u_t, h, c, w_hh)
+        # Padding: the state is carried unchanged (packed-sequence semantics), the output is 0.
+        carry = (jnp.where(m_t, h_new, h), jnp.where(m_t, c_new, c))
+        return carry, jnp.where(m_t, h_new, 0.0)
+
+    batch, hidden = u.shape[1], w_hh.shape[0]
+    zeros = jnp.zeros((batch, hidden), u.dtype)
+    (h_last, _), ys = jax.lax.scan(step, (zeros, zeros), (u, m), reverse=reverse)
+    return ys, h_last
+
+
+def scan_bilstm(proj, bias, mask, w_hh):
+    """The reference BiLSTM recurrence: one ``lax.scan`` per direction, plain autodiff.
+
+    Args:
+      proj: ``<f32>[T, B, 8H]``: the input projection ``e @ W_ih`` (forward gates, then backward), no bias.
+      bias: ``<f32>[8H]``.
+      mask: ``<bool>[T, B]``: True at real tokens (a prefix of each column).
+      w_hh: ``<f32>[2, H, 4H]``.
+    Returns:
+      ``ys <f32>[T, B, 2H]`` (forward ⊕ backward output at each position, 0 at padding) and the
+      final hidden state ``<f32>[2, B, H]`` (forward after the last real token, backward after the first).
+    """
+    u = proj + bias
+    m = mask[..., None]
+    forward, backward = jnp.split(u, 2, axis=-1)
+    ys_f, h_f = _scan_direction(forward, m, w_hh[0], reverse=False)
+    ys_b, h_b = _scan_direction(backward, m, w_hh[1], reverse=True)
+    return jnp.concatenate([ys_f, ys_b], axis=-1), jnp.stack([h_f, h_b])
+
+
+# -- chunked: the CPU-tuned kernel -----------------------------------------------------------
 def chunk_sizes(steps: int, chunks: int) -> tuple[int, ...]:
     """``chunks`` (or fewer) step counts summing to ``steps``, symmetric (``n_j == n_{C-1-j}``).
 
@@ -71,10 +162,8 @@ def chunk_sizes(steps: int, chunks: int) -> tuple[int, ...]:
 
 
 def default_chunks(steps: int) -> int:
-    """How many time chunks :meth:`BiLSTM.encode` uses: about :data:`CHUNK_STEPS` steps per
-    chunk on a CPU backend, one chunk on accelerators."""
-    if jax.default_backend() != "cpu":
-        return 1
+    """How many time chunks the chunked kernel's :meth:`BiLSTM.encode` uses for ``steps`` time
+    steps: about :data:`CHUNK_STEPS` steps per chunk, at least one."""
     return max(1, round(steps / CHUNK_STEPS))
 
 
@@ -321,11 +410,17 @@ _encode_recurrence.defvjp(_encode_recurrence_fwd, _encode_recurrence_bwd)
 
 class BiLSTM(nnx.Module):
     """Parameters: ``w_ih <f32>[input, 8H]`` (forward gates then backward gates),
-    ``w_hh <f32>[2, H, 4H]``, ``bias <f32>[8H]`` (the sum of PyTorch's two biases)."""
+    ``w_hh <f32>[2, H, 4H]``, ``bias <f32>[8H]`` (the sum of PyTorch's two biases); the same for
+    every ``impl``.
 
-    def __init__(self, input_size: int, hidden_size: int, *, rngs: nnx.Rngs):
+    ``impl``: one of :data:`LSTM_IMPLS` (see the module docstring), resolved here, once;
+    ``self.impl`` is the resolved ``"scan"`` or ``"chunked"`` (a static attribute).
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, *, impl: str = "scan", rngs: nnx.Rngs):
         bound = 1.0 / math.sqrt(hidden_size)
         self.hidden_size = hidden_size
+        self.impl = resolve_impl(impl)
         self.w_ih = nnx.Param(uniform(rngs.params(), (input_size, 8 * hidden_size), bound))
         self.w_hh = nnx.Param(uniform(rngs.params(), (2, hidden_size, 4 * hidden_size), bound))
         # PyTorch has b_ih + b_hh, each U(-k, k); one bias with the sum's distribution.
@@ -340,21 +435,21 @@ class BiLSTM(nnx.Module):
         return ys, jnp.concatenate([h_last[0], h_last[1]], axis=-1)
 
     def encode(self, emb: jax.Array, mask: jax.Array, chunks: int | None = None) -> tuple[jax.Array, jax.Array]:
-        """The training path: projection and recurrence in time chunks (see the module docstring).
+        """The training path: projection and recurrence (chunked: in time chunks, see the module docstring).
 
         Args:
           emb: ``<f32>[seq_len, batch, input]`` (time-major).
           mask: ``<bool>[seq_len, batch]``, True at real tokens (a prefix of each column).
-          chunks: number of time chunks; None = :func:`default_chunks`. Any value gives the same
-            result.
+          chunks: the chunked kernel's number of time chunks; None = :func:`default_chunks`. Any
+            value gives the same result; the scan reference ignores it.
         Returns:
           outputs ``<f32>[seq_len, batch, 2H]`` (zero at padding) and the final state
           ``<f32>[batch, 2H]``: forward after the last real token ⊕ backward after the first.
         """
-        steps = emb.shape[0]
-        if chunks is None:
-            chunks = default_chunks(steps)
-        sizes = chunk_sizes(steps, chunks)
+        if self.impl == "scan":
+            return self.recur_time_major(self.project(emb), mask)
+        steps, mask = emb.shape[0], jnp.asarray(mask)
+        sizes = chunk_sizes(steps, default_chunks(steps) if chunks is None else chunks)
         pieces = tuple(jnp.split(emb, list(itertools.accumulate(sizes[:-1])), axis=0))
         return self._final(*_encode_recurrence(pieces, self.w_ih[...], self.bias[...], mask, self.w_hh[...]))
 
@@ -367,8 +462,11 @@ class BiLSTM(nnx.Module):
         Returns:
           outputs and final state as :meth:`encode`.
         """
+        if self.impl == "scan":
+            return self._final(*scan_bilstm(proj, self.bias[...], mask, self.w_hh[...]))
         h4 = 4 * self.hidden_size
-        return self._final(*_recurrence(proj[..., :h4], proj[..., h4:], self.bias[...], mask, self.w_hh[...]))
+        return self._final(*_recurrence(proj[..., :h4], proj[..., h4:], self.bias[...], jnp.asarray(mask),
+                                        self.w_hh[...]))
 
     def recur(self, proj: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
         """:meth:`recur_time_major` for batch-major ``proj <f32>[batch, seq_len, 8H]`` and
@@ -379,4 +477,3 @@ class BiLSTM(nnx.Module):
     def __call__(self, emb: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Batch-major ``emb <f32>[batch, seq_len, input]``, ``mask <bool>[batch, seq_len]``; see :meth:`recur`."""
         return self.recur(self.project(emb), mask)
-

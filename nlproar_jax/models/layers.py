@@ -32,15 +32,18 @@ def lstm_mask(tokens: jax.Array) -> jax.Array:
 
 
 def attention_mask(tokens: jax.Array) -> jax.Array:
-    """``<bool>[batch, seq_len]``: attended and ROAR-eligible positions (id >= [MASK])."""
+    """``<bool>[batch, seq_len]``: attended and maskable positions (id >= [MASK]: [MASK], [UNK], words)."""
     return tokens >= FIRST_ELIGIBLE
 
 
 def masked_softmax(scores: jax.Array, mask: jax.Array, axis: int = -1) -> jax.Array:
     """Softmax over ``axis`` restricted to ``mask``; exactly 0 where masked.
 
-    Uses a large finite negative instead of -inf so a row with nothing attended
-    (only filler rows can be like that) gives finite values, never NaN.
+    **[ours]** Masked scores are set to -1e30, not -inf as in the original. The two agree wherever a
+    row attends to at least one position. A row with nothing to attend (a document that is only
+    [CLS] [EOS]) gets NaN attention, and so NaN logits and loss, in the original; here its
+    attention is all zeros (the uniform softmax of equal scores times an all-False mask), so its
+    context vector is 0 and the decoder's bias alone gives its logits.
     """
     scores = jnp.where(mask, scores, -1e30)
     return jax.nn.softmax(scores, axis=axis) * mask

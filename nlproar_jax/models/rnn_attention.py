@@ -97,10 +97,10 @@ class SingleSequenceModel(_Base):
     no_weight_decay = ("attention",)
 
     def __init__(self, vocab_size: int, num_classes: int, *, embedding_dim: int = 300, hidden_size: int = 128,
-                 embedding: Optional[np.ndarray] = None, rngs: nnx.Rngs):
+                 embedding: Optional[np.ndarray] = None, lstm_impl: str = "scan", rngs: nnx.Rngs):
         h = hidden_size
         self.embedding = _embedding_param(vocab_size, embedding_dim, embedding, rngs)
-        self.encoder = BiLSTM(embedding_dim, h, rngs=rngs)
+        self.encoder = BiLSTM(embedding_dim, h, impl=lstm_impl, rngs=rngs)
         self.attention = nnx.Dict(hidden=torch_linear(2 * h, h, rngs=rngs),
                                   score=torch_linear(h, 1, rngs=rngs, use_bias=False))
         self.decoder = torch_linear(2 * h, num_classes, rngs=rngs)
@@ -126,13 +126,13 @@ class PairedSequenceModel(_Base):
     no_weight_decay = ()
 
     def __init__(self, vocab_size: int, num_classes: int, *, embedding_dim: int = 300, hidden_size: int = 128,
-                 embedding: Optional[np.ndarray] = None, rngs: nnx.Rngs):
+                 embedding: Optional[np.ndarray] = None, lstm_impl: str = "scan", rngs: nnx.Rngs):
         h = hidden_size
         self.embedding = _embedding_param(vocab_size, embedding_dim, embedding, rngs)
         # Own table, initialised from the same matrix as the main one (the original).
         self.aux_embedding = nnx.Param(jnp.array(self.embedding[...]))
-        self.encoder = BiLSTM(embedding_dim, h, rngs=rngs)
-        self.aux_encoder = BiLSTM(embedding_dim, h, rngs=rngs)
+        self.encoder = BiLSTM(embedding_dim, h, impl=lstm_impl, rngs=rngs)
+        self.aux_encoder = BiLSTM(embedding_dim, h, impl=lstm_impl, rngs=rngs)
         self.attention = nnx.Dict(main=torch_linear(2 * h, h, rngs=rngs), aux=torch_linear(2 * h, h, rngs=rngs),
                                   score=torch_linear(h, 1, rngs=rngs, use_bias=False))
         self.decoder = nnx.Dict(main=torch_linear(2 * h, h, rngs=rngs), aux=torch_linear(2 * h, h, rngs=rngs),
@@ -158,8 +158,27 @@ class PairedSequenceModel(_Base):
 
 
 def build_model(*, paired: bool, vocab_size: int, num_classes: int, embedding_dim: int, hidden_size: int,
-                seed: int, embedding: Optional[np.ndarray] = None) -> _Base:
-    """The task's model with parameters drawn from ``seed`` (deterministic)."""
+                seed: int, embedding: Optional[np.ndarray] = None, lstm_impl: str = "scan") -> _Base:
+    """The task's model with parameters drawn from ``seed`` (deterministic).
+
+    ``lstm_impl`` (:data:`nlproar_jax.names.LSTM_IMPLS`) picks every BiLSTM's kernel, once, here:
+    ``"scan"`` (the default: the plain reference, through which every JAX transform works,
+    ``jax.jvp`` included), ``"chunked"`` (tuned for XLA:CPU; reverse mode only) or ``"auto"``
+    (chunked on a CPU backend, else scan: what the pipeline's ``config.lstm_impl`` defaults to).
+    The parameters are the same for every choice."""
     cls = PairedSequenceModel if paired else SingleSequenceModel
     return cls(vocab_size, num_classes, embedding_dim=embedding_dim, hidden_size=hidden_size,
-               embedding=embedding, rngs=nnx.Rngs(params=seed))
+               embedding=embedding, lstm_impl=lstm_impl, rngs=nnx.Rngs(params=seed))
+
+
+def from_config(config, data, seed: int):
+    """The ``rnn`` model of a task (``config.model = "rnn"``): single or paired by the task, the
+    config's embedding (random or pretrained vectors, ``embedding_oov`` rows), hidden size and
+    ``lstm_impl``."""
+    from nlproar_jax.data.embeddings import embedding_matrix  # optional vectors packages load lazily
+
+    matrix = embedding_matrix(data.vocab, config.embedding, dim=int(config.embedding_dim),
+                              oov=config.embedding_oov, seed=seed)
+    return build_model(paired=data.paired, vocab_size=len(data.vocab), num_classes=data.num_classes,
+                       embedding_dim=int(matrix.shape[1]), hidden_size=int(config.hidden_size), seed=seed,
+                       embedding=matrix, lstm_impl=config.lstm_impl)
