@@ -25,7 +25,6 @@ from flax import nnx
 from nlproar_jax.data.dataset import encode_task
 from nlproar_jax.data.synthetic import load as load_synthetic
 from nlproar_jax.models import build_model
-from nlproar_jax.training.stacked import fit_stacked
 from nlproar_jax.training.loop import fit
 
 
@@ -37,6 +36,8 @@ def main() -> None:
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--max-length", type=int, default=50)
+    p.add_argument("--lstm-impl", default="auto", choices=("auto", "scan", "chunked"),
+                   help="in-process: the BiLSTM kernel (auto = what a ROAR run uses)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--out", default=None)
     p.add_argument("--cli", action="store_true", help="time whole command lines instead")
@@ -49,7 +50,7 @@ def main() -> None:
                                       min_length=a.max_length // 2, max_length=a.max_length))
     seeds = list(range(a.models))
     models = [build_model(paired=False, vocab_size=len(data.vocab), num_classes=2, embedding_dim=a.embedding,
-                          hidden_size=a.hidden, seed=s) for s in seeds]
+                          hidden_size=a.hidden, seed=s, lstm_impl=a.lstm_impl) for s in seeds]
     graphdef = nnx.split(models[0])[0]
     params = [nnx.split(m)[1] for m in models]
     kw = dict(batch_size=a.batch, monitor="auroc", no_decay=models[0].no_weight_decay)
@@ -57,11 +58,11 @@ def main() -> None:
 
     def separate(epochs):
         for s, prm in zip(seeds, params):
-            r = fit(graphdef, prm, train, val, seed=s, epochs=epochs, **kw)
+            r = fit(graphdef, [prm], [train], [val], [s], epochs=epochs, **kw)[0]
             jax.block_until_ready(jax.tree.leaves(r.best_params))
 
     def together(epochs):
-        rs = fit_stacked(graphdef, params, [train] * a.models, [val] * a.models, seeds, epochs=epochs, **kw)
+        rs = fit(graphdef, params, [train] * a.models, [val] * a.models, seeds, epochs=epochs, **kw)
         jax.block_until_ready(jax.tree.leaves(rs[-1].best_params))
 
     separate(1), together(1)  # compile every bucket
@@ -73,7 +74,7 @@ def main() -> None:
             times[name].append(time.perf_counter() - t0)
     device = jax.devices()[0]
     common = {"models": a.models, "train_size": a.train_size, "batch": a.batch, "embedding": a.embedding,
-              "hidden": a.hidden, "max_length": a.max_length, "repeats": a.repeats,
+              "hidden": a.hidden, "max_length": a.max_length, "repeats": a.repeats, "lstm_impl": a.lstm_impl,
               "device": f"{device.platform}:{getattr(device, 'device_kind', '')}", "jax": jax.__version__,
               "hostname": platform.node()}
     rows = []

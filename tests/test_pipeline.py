@@ -138,3 +138,31 @@ def test_cli_overrides_and_errors(tmp_path):
     assert result["seed"] == 3 and result["train_size"] == 60
     with open(tmp_path / "runs" / "synthetic_rnn_s-3" / "config.json") as f:
         assert json.load(f)["hidden_size"] == 4
+
+
+def test_a_run_that_fails_before_training_leaves_no_run_directory(tiny_config, tmp_path):
+    """``runs/<id>/`` (config.json first) is written only once the data and model are ready, so a run that
+    fails before it starts leaves nothing that says it started."""
+    sst = load_config("configs/sst.py")
+    sst.persistent_dir, sst.data_dir = str(tmp_path / "sst"), str(tmp_path / "nonexistent")
+    with pytest.raises(FileNotFoundError, match="SST"):
+        run_experiment(sst)
+    assert not os.path.exists(Paths(sst.persistent_dir).run_dir(Experiment.from_config(sst)))
+
+    c = tiny_config
+    paths = Paths(c.persistent_dir)
+    missing = with_(c, k=10, importance_measure="attention")
+    with pytest.raises(MissingReferenceError):
+        run_experiment(missing)
+    assert not os.path.exists(paths.run_dir(Experiment.from_config(missing)))
+    # Runs trained together: seed 0's reference exists, seed 1's does not; neither run is marked started.
+    run_experiment(c)
+    together = with_(missing, num_seeds=2, seeds_together="vmap")
+    with pytest.raises(MissingReferenceError, match="synthetic_rnn_s-1"):
+        run_experiment(together)
+    for seed in (0, 1):
+        assert not os.path.exists(paths.run_dir(Experiment.from_config(with_(missing, seed=seed))))
+    # ... and the run starts normally once its reference exists.
+    assert run_experiment(missing)["reference_id"] == "synthetic_rnn_s-0"
+    with open(paths.config(Experiment.from_config(missing))) as f:
+        assert json.load(f)["k"] == 10

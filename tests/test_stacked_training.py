@@ -1,4 +1,4 @@
-"""Seeds trained together (vmapped over stacked parameters) equal seeds trained one by one."""
+"""Seeds trained together (vmapped over stacked parameters) equal seeds trained one by one, and resume exactly."""
 import json
 import os
 
@@ -11,7 +11,6 @@ from nlproar_jax.data.dataset import encode_task
 from nlproar_jax.data.synthetic import load as load_synthetic
 from nlproar_jax.models import build_model
 from nlproar_jax.roar.run import run_experiment
-from nlproar_jax.training.stacked import fit_stacked
 from nlproar_jax.training.loop import evaluate, fit
 from test_pipeline import load_config
 
@@ -20,17 +19,23 @@ PARAM_ATOL = 1e-4
 METRIC_ATOL = 1e-3
 
 
-def test_stacked_fit_equals_separate_fits():
+@pytest.fixture(scope="module")
+def stack3():
     data = encode_task(load_synthetic(train_size=120, val_size=40, test_size=40, max_length=16))
     seeds = [0, 1, 2]
     models = [build_model(paired=False, vocab_size=len(data.vocab), num_classes=2, embedding_dim=8, hidden_size=8,
                           seed=s) for s in seeds]
     graphdef = nnx.split(models[0])[0]
     params = [nnx.split(m)[1] for m in models]
-    kw = dict(epochs=2, batch_size=16, monitor="auroc", no_decay=models[0].no_weight_decay)
-    together = fit_stacked(graphdef, params, [data.splits["train"]] * 3, [data.splits["val"]] * 3, seeds, **kw)
+    return data, seeds, graphdef, params
+
+
+def test_stacked_fit_equals_separate_fits(stack3):
+    data, seeds, graphdef, params = stack3
+    kw = dict(epochs=2, batch_size=16, monitor="auroc")
+    together = fit(graphdef, params, [data.splits["train"]] * 3, [data.splits["val"]] * 3, seeds, **kw)
     for s, p, t in zip(seeds, params, together):
-        alone = fit(graphdef, p, data.splits["train"], data.splits["val"], seed=s, **kw)
+        [alone] = fit(graphdef, [p], [data.splits["train"]], [data.splits["val"]], [s], **kw)
         assert t.best_epoch == alone.best_epoch
         for a, b in zip(jax.tree.leaves(alone.best_params), jax.tree.leaves(t.best_params)):
             np.testing.assert_allclose(a, b, atol=PARAM_ATOL)
@@ -38,6 +43,47 @@ def test_stacked_fit_equals_separate_fits():
         m2 = evaluate(graphdef, t.best_params, data.splits["test"], 16)
         for k in m1:
             assert m2[k] == pytest.approx(m1[k], abs=METRIC_ATOL)
+        for h1, h2 in zip(alone.history, t.history):
+            assert h2["train_loss"] == pytest.approx(h1["train_loss"], abs=METRIC_ATOL)
+            assert h2["models_in_program"] == 3 and "models_in_program" not in h1
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_interrupted_stack_resumed_equals_uninterrupted(stack3, tmp_path):
+    data, seeds, graphdef, params = stack3
+    args = (graphdef, params, [data.splits["train"]] * 3, [data.splits["val"]] * 3, seeds)
+    kw = dict(epochs=3, batch_size=16, monitor="auroc")
+    full = fit(*args, **kw)
+    ckpt = str(tmp_path / "ckpt")
+    metrics = [str(tmp_path / f"metrics-{s}.jsonl") for s in seeds]
+
+    def stop_after_first_epoch(records):
+        assert len(records) == 3  # one record per model
+        if records[0]["epoch"] == 1:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        fit(*args, checkpoint_dir=ckpt, metrics_paths=metrics, on_epoch=stop_after_first_epoch, **kw)
+    resumed = fit(*args, checkpoint_dir=ckpt, metrics_paths=metrics, **kw)
+    strip = lambda h: {k: v for k, v in h.items() if "seconds" not in k and "per_s" not in k}  # noqa: E731
+    for f, r, path in zip(full, resumed, metrics):
+        assert r.best_epoch == f.best_epoch
+        for a, b in zip(jax.tree.leaves(f.best_params), jax.tree.leaves(r.best_params)):
+            np.testing.assert_array_equal(a, b)  # the same program on the same state: exact
+        assert [strip(h) for h in r.history] == [strip(h) for h in f.history]
+        with open(path) as fh:
+            assert [json.loads(line)["epoch"] for line in fh] == [1, 2, 3]
+
+
+def test_stacked_fit_refuses_splits_of_different_sizes(stack3):
+    data, seeds, graphdef, params = stack3
+    small = encode_task(load_synthetic(train_size=100, val_size=40, test_size=40, max_length=16))
+    with pytest.raises(ValueError, match="train splits of equal size"):
+        fit(graphdef, params[:2], [data.splits["train"], small.splits["train"]], [data.splits["val"]] * 2,
+            seeds[:2], epochs=1, batch_size=16, monitor="auroc")
 
 
 def tiny_roar_config(tmp_path, name):

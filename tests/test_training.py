@@ -1,5 +1,8 @@
-"""Training: every parameter moves, loss falls, and an interrupted run resumed equals an uninterrupted one."""
+"""Training: every parameter moves, loss falls, an interrupted run resumed equals an uninterrupted one, and a
+run with nothing to select fails loudly."""
+import dataclasses
 import json
+import os
 
 import jax
 import numpy as np
@@ -58,8 +61,8 @@ def test_batches_cover_every_row_once_and_bucket(data):
 def test_loss_falls_and_model_learns_the_synthetic_task(data):
     model = new_model(data)
     graphdef, params = nnx.split(model)
-    result = fit(graphdef, params, data.splits["train"], data.splits["val"], seed=0, epochs=4, batch_size=16,
-                 monitor="auroc", no_decay=model.no_weight_decay, learning_rate=1e-2)
+    [result] = fit(graphdef, [params], [data.splits["train"]], [data.splits["val"]], [0], epochs=4, batch_size=16,
+                   monitor="auroc", no_decay=model.no_weight_decay, learning_rate=1e-2)
     losses = [h["train_loss"] for h in result.history]
     assert losses[-1] < losses[0] - 0.1
     assert evaluate(graphdef, result.best_params, data.splits["test"], 16)["auroc"] > 0.8
@@ -73,20 +76,20 @@ class Interrupt(Exception):
 def test_interrupted_run_resumed_equals_uninterrupted(data, tmp_path):
     model = new_model(data, seed=1)
     graphdef, params = nnx.split(model)
-    kwargs = dict(seed=1, epochs=3, batch_size=16, monitor="auroc", no_decay=model.no_weight_decay)
-    full = fit(graphdef, params, data.splits["train"], data.splits["val"], **kwargs)
+    splits = ([params], [data.splits["train"]], [data.splits["val"]], [1])
+    kwargs = dict(epochs=3, batch_size=16, monitor="auroc")  # no_decay: the model's own
+    [full] = fit(graphdef, *splits, **kwargs)
 
     ckpt, metrics = str(tmp_path / "ckpt"), str(tmp_path / "metrics.jsonl")
 
-    def stop_after_first_epoch(record):
-        if record["epoch"] == 1:
+    def stop_after_first_epoch(records):
+        if records[0]["epoch"] == 1:
             raise Interrupt
 
     with pytest.raises(Interrupt):
-        fit(graphdef, params, data.splits["train"], data.splits["val"], checkpoint_dir=ckpt,
-            metrics_path=metrics, on_epoch=stop_after_first_epoch, **kwargs)
-    resumed = fit(graphdef, params, data.splits["train"], data.splits["val"], checkpoint_dir=ckpt,
-                  metrics_path=metrics, **kwargs)
+        fit(graphdef, *splits, checkpoint_dir=ckpt, metrics_paths=[metrics], on_epoch=stop_after_first_epoch,
+            **kwargs)
+    [resumed] = fit(graphdef, *splits, checkpoint_dir=ckpt, metrics_paths=[metrics], **kwargs)
     assert resumed.best_epoch == full.best_epoch
     for a, b in zip(jax.tree.leaves(full.best_params), jax.tree.leaves(resumed.best_params)):
         np.testing.assert_array_equal(a, b)
@@ -94,3 +97,38 @@ def test_interrupted_run_resumed_equals_uninterrupted(data, tmp_path):
     assert [strip(h) for h in resumed.history] == [strip(h) for h in full.history]
     with open(metrics) as f:
         assert [json.loads(line)["epoch"] for line in f] == [1, 2, 3]  # nothing lost, nothing twice
+
+
+def test_fit_takes_its_weight_decay_groups_from_the_model(data):
+    """Without ``no_decay`` fit reads the model's ``no_weight_decay`` (a generic model may have none)."""
+    model = new_model(data, seed=2)
+    graphdef, params = nnx.split(model)
+    splits = ([params], [data.splits["train"]], [data.splits["val"]], [2])
+    kw = dict(epochs=1, batch_size=16, monitor="auroc")
+    [implicit] = fit(graphdef, *splits, **kw)
+    [explicit] = fit(graphdef, *splits, no_decay=model.no_weight_decay, **kw)
+    for a, b in zip(jax.tree.leaves(implicit.best_params), jax.tree.leaves(explicit.best_params)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_diverging_run_fails_loudly(data, tmp_path):
+    """NaN guard: a train loss that is not finite stops the run, naming it, before that epoch is checkpointed."""
+    model = new_model(data)
+    graphdef, params = nnx.split(model)
+    with pytest.raises(FloatingPointError, match=r"run-x: the mean train loss of epoch 1 is nan.*diverged"):
+        fit(graphdef, [params], [data.splits["train"]], [data.splits["val"]], [0], epochs=2, batch_size=16,
+            monitor="auroc", learning_rate=1e30, checkpoint_dir=str(tmp_path / "ckpt"), names=["run-x"])
+    assert not os.path.exists(tmp_path / "ckpt" / "1")
+
+
+def test_a_run_whose_monitored_metric_is_always_nan_fails_loudly(data):
+    """NaN guard: validation AUROC is NaN on a one-class split, so no epoch is ever best: an error naming the
+    run, the metric and the last train loss, never the initial parameters returned as if selected."""
+    model = new_model(data)
+    graphdef, params = nnx.split(model)
+    val = data.splits["val"]
+    one_class = dataclasses.replace(val, labels=np.zeros_like(val.labels))
+    with pytest.raises(FloatingPointError, match=r"run-y: the monitored validation metric auroc was NaN in every "
+                                                 r"epoch \(1\.\.2; last train loss 0\.\d+"):
+        fit(graphdef, [params], [data.splits["train"]], [one_class], [0], epochs=2, batch_size=16,
+            monitor="auroc", names=["run-y"])

@@ -6,7 +6,10 @@ importance over train/val/test once (cached on disk and shared by every k that
 uses the same reference), mask with :func:`~nlproar_jax.roar.masking.roar_mask`;
 train with per-epoch checkpoints (resume by default); evaluate the selected
 epoch on val and test; write ``results/<experiment_id>.json``. A finished run is
-skipped.
+skipped. ``runs/<id>/`` (``config.json`` first) is written only once the run's data
+and model are ready, so a run that fails before training leaves nothing behind.
+Several runs trained together (:func:`run_together`) go through the same
+:func:`~nlproar_jax.training.loop.fit` as one run: a single run is a stack of one.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ import os
 import platform
 import shutil
 import time
-from typing import Optional
+from typing import Any, NamedTuple, Optional
 
 import jax
 import numpy as np
@@ -25,32 +28,35 @@ import numpy as np
 from nlproar_jax.data.dataset import TaskData
 from nlproar_jax.data.registry import dataset_key, load_task, task_spec
 from nlproar_jax.names import SEEDS_TOGETHER, Experiment, Paths, write_json_atomic
-from nlproar_jax.roar.references import MissingReferenceError, init_model, masked_data  # noqa: F401
+from nlproar_jax.roar.references import MissingReferenceError, init_model, masked_data
 from nlproar_jax.training import checkpointing
 from nlproar_jax.training.loop import evaluate, fit
+
+__all__ = ["MissingReferenceError", "environment", "load_base_data", "run_experiment", "run_together",
+           "together_configs"]
 
 log = logging.getLogger("nlproar_jax")
 
 # -- one run -------------------------------------------------------------------------------
 # Fields that do not change what one run computes: how and where it runs, and which grid it is part of.
+# (lstm_impl: every BiLSTM kernel computes the same function and gradients, tests/test_models.py.)
 _NOT_IDENTITY = ("persistent_dir", "data_dir", "config_file", "compilation_cache_dir", "seeds_together",
-                 "malloc_hugetlb", "k_together", "grid")
+                 "malloc_hugetlb", "k_together", "grid", "lstm_impl")
 
 
-def _check_config(run_dir: str, config) -> None:
-    """Write ``config.json``; refuse to continue a run started with different settings."""
-    path = os.path.join(run_dir, "config.json")
+def _check_config(paths: Paths, exp: Experiment, config) -> None:
+    """Refuse to continue a run started with different settings (reads ``config.json``, writes nothing)."""
+    path = paths.config(exp)
+    if not os.path.exists(path):
+        return
     current = {k: v for k, v in config.to_dict().items() if k not in _NOT_IDENTITY}
-    if os.path.exists(path):
-        with open(path) as f:
-            previous = {k: v for k, v in json.load(f).items() if k not in _NOT_IDENTITY}
-        diff = {k: (previous.get(k), current.get(k)) for k in set(previous) | set(current)
-                if json.dumps(previous.get(k), sort_keys=True) != json.dumps(current.get(k), sort_keys=True)}
-        if diff:
-            raise ValueError(f"{run_dir} was started with different settings {diff} (before, now); "
-                             "use another --config.persistent_dir or delete that run directory")
-    else:
-        write_json_atomic(path, config.to_dict())
+    with open(path) as f:
+        previous = {k: v for k, v in json.load(f).items() if k not in _NOT_IDENTITY}
+    diff = {k: (previous.get(k), current.get(k)) for k in set(previous) | set(current)
+            if json.dumps(previous.get(k), sort_keys=True) != json.dumps(current.get(k), sort_keys=True)}
+    if diff:
+        raise ValueError(f"{paths.run_dir(exp)} was started with different settings {diff} (before, now); "
+                         "use another --config.persistent_dir or delete that run directory")
 
 
 def environment() -> dict:
@@ -73,17 +79,15 @@ def load_base_data(config) -> TaskData:
 
 
 def _fit_settings(config, exp: Experiment, model) -> dict:
-    """The keyword arguments ``fit`` and ``fit_stacked`` share: the original's schedule from ``config``."""
+    """The original's schedule from ``config``: ``fit``'s keyword arguments."""
     return dict(epochs=int(config.max_epochs), batch_size=int(config.batch_size), monitor=task_spec(exp.task).monitor,
-                no_decay=model.no_weight_decay, learning_rate=float(config.learning_rate),
+                no_decay=tuple(getattr(model, "no_weight_decay", ())), learning_rate=float(config.learning_rate),
                 weight_decay=float(config.weight_decay), pool_batches=int(config.pool_batches))
 
 
-def _prepare(config, exp: Experiment, paths: Paths, base_data: Optional[TaskData]):
-    """``(base_data, data, seconds)``: the task and the (masked) dataset ``exp`` trains on."""
-    run_dir = paths.run_dir(exp)
-    os.makedirs(run_dir, exist_ok=True)
-    _check_config(run_dir, config)
+def _load_data(config, exp: Experiment, paths: Paths, base_data: Optional[TaskData]):
+    """``(base_data, data, seconds)``: the task and the (masked) dataset ``exp`` trains on. Writes
+    nothing under the run's directory, so a run that fails here leaves no trace of having started."""
     seconds = {}
     t0 = time.perf_counter()
     if base_data is None:
@@ -94,9 +98,17 @@ def _prepare(config, exp: Experiment, paths: Paths, base_data: Optional[TaskData
         t0 = time.perf_counter()
         data = masked_data(paths, exp, base_data, config)
         seconds["importance_and_masking"] = time.perf_counter() - t0
-        if exp.recursive:  # the next recursive step starts from this run's data
-            data.save(paths.masked_dataset(exp))
     return base_data, data, seconds
+
+
+def _start(config, exp: Experiment, paths: Paths, data: TaskData) -> None:
+    """Mark the run started, once its data and model are ready: ``config.json`` (kept if it is there:
+    :func:`_check_config` has compared it) and, for a recursive step, the masked data the next step
+    starts from."""
+    if not os.path.exists(paths.config(exp)):
+        write_json_atomic(paths.config(exp), config.to_dict())
+    if exp.recursive:
+        data.save(paths.masked_dataset(exp))
 
 
 def _finish(config, exp: Experiment, paths: Paths, data: TaskData, graphdef, fitted, seconds: dict) -> dict:
@@ -124,6 +136,15 @@ def _finish(config, exp: Experiment, paths: Paths, data: TaskData, graphdef, fit
     return result
 
 
+class _Prepared(NamedTuple):
+    """A run ready to train: its (masked) data, start-up seconds and freshly initialised model."""
+    data: TaskData
+    seconds: dict
+    model: Any
+    graphdef: Any
+    params: Any
+
+
 def _load_result(path: str) -> dict:
     with open(path) as f:
         return json.load(f)
@@ -136,18 +157,7 @@ def run_experiment(config, *, base_data: Optional[TaskData] = None) -> dict:
     :func:`together_configs` together (:func:`run_together`) and returns the first one's result."""
     if int(config.num_seeds) > 1 or tuple(config.k_together):
         return run_together(together_configs(config), base_data=base_data)[0]
-    exp = Experiment.from_config(config)
-    paths = Paths(config.persistent_dir)
-    if os.path.exists(paths.result(exp)):
-        log.info("%s already finished: %s", exp.id, paths.result(exp))
-        return _load_result(paths.result(exp))
-    _, data, seconds = _prepare(config, exp, paths, base_data)
-    model, graphdef, params = init_model(config, data, exp.seed)
-    log.info("%s: training %d epochs on %d examples", exp.id, config.max_epochs, len(data.splits["train"]))
-    fitted = fit(graphdef, params, data.splits["train"], data.splits["val"], seed=exp.seed,
-                 checkpoint_dir=paths.checkpoints(exp), metrics_path=os.path.join(paths.run_dir(exp), "metrics.jsonl"),
-                 **_fit_settings(config, exp, model))
-    return _finish(config, exp, paths, data, graphdef, fitted, seconds)
+    return _run([config], base_data)[0]
 
 
 def together_configs(config) -> list:
@@ -179,12 +189,11 @@ def run_together(configs: list, *, base_data: Optional[TaskData] = None) -> list
     writes the same files a single run would, and finished ones are skipped.
 
     ``seeds_together`` (of the first config): "vmap" trains them in one vmapped program over
-    stacked parameters (:func:`~nlproar_jax.training.stacked.fit_stacked`); "loop" trains them one
-    after another, sharing start-up, data and compiled steps (on a CPU, already compute-bound on
-    one model, this is the faster); "auto" picks vmap on accelerators and loop on the CPU. Their
-    datasets must have the same shapes when vmapped: seeds and classic-ROAR k values of one task do."""
-    from nlproar_jax.training.stacked import fit_stacked
-
+    stacked parameters (one :func:`~nlproar_jax.training.loop.fit` of the stack); "loop" trains
+    them one after another, sharing start-up, data and compiled steps (on a CPU, already
+    compute-bound on one model, this is the faster); "auto" picks vmap on accelerators and loop on
+    the CPU. Their datasets must have the same sizes when vmapped: seeds and classic-ROAR k values
+    of one task do."""
     config = configs[0]
     mode = config.seeds_together
     if mode not in SEEDS_TOGETHER:
@@ -194,28 +203,51 @@ def run_together(configs: list, *, base_data: Optional[TaskData] = None) -> list
     if mode == "loop":  # the task is loaded once for all runs
         base_data = base_data if base_data is not None else load_base_data(config)
         return [run_experiment(c, base_data=base_data) for c in configs]
-    paths = Paths(config.persistent_dir)
+    return _run(configs, base_data)
+
+
+def _run(configs: list, base_data: Optional[TaskData]) -> list[dict]:
+    """Skip the finished runs of ``configs``, train the others as one stack (one :func:`fit`; a
+    single run is a stack of one), and write each one's model and result; return every result.
+
+    Nothing is written under a run's directory until every run's data and model are ready."""
+    paths = Paths(configs[0].persistent_dir)
     exps = [Experiment.from_config(c) for c in configs]
-    todo = [i for i, e in enumerate(exps) if not os.path.exists(paths.result(e))]
-    results = {i: _load_result(paths.result(e)) for i, e in enumerate(exps) if i not in todo}
-    if todo:
-        prepared = []
-        for i in todo:
-            base_data, data, seconds = _prepare(configs[i], exps[i], paths, base_data)
-            model, graphdef, params = init_model(configs[i], data, exps[i].seed)
-            prepared.append((data, seconds, params))
-        first = exps[todo[0]]
-        # One checkpoint directory per set of runs, so a resumed group never restores another's state.
-        group = hashlib.sha1(",".join(exps[i].id for i in todo).encode()).hexdigest()[:12]
-        stacked_dir = os.path.join(paths.run_dir(first), f"stacked-checkpoints-{group}")
+    results = {}
+    for i, exp in enumerate(exps):
+        if os.path.exists(paths.result(exp)):
+            log.info("%s already finished: %s", exp.id, paths.result(exp))
+            results[i] = _load_result(paths.result(exp))
+    todo = [i for i in range(len(exps)) if i not in results]
+    if not todo:
+        return [results[i] for i in range(len(exps))]
+    for i in todo:  # a changed setting fails before any work
+        _check_config(paths, exps[i], configs[i])
+    prepared = []
+    for i in todo:
+        base_data, data, seconds = _load_data(configs[i], exps[i], paths, base_data)
+        prepared.append(_Prepared(data, seconds, *init_model(configs[i], data, exps[i].seed)))
+    graphdef = prepared[0].graphdef
+    if any(p.graphdef != graphdef for p in prepared[1:]):
+        raise ValueError(f"{', '.join(exps[i].id for i in todo)} have different model structures and cannot "
+                         "train together; use --config.seeds_together=loop")
+    for i, p in zip(todo, prepared):
+        _start(configs[i], exps[i], paths, p.data)
+    first = exps[todo[0]]
+    if len(todo) == 1:
+        checkpoint_dir = paths.checkpoints(first)
+        log.info("%s: training %d epochs on %d examples", first.id, configs[todo[0]].max_epochs,
+                 len(prepared[0].data.splits["train"]))
+    else:  # one checkpoint directory per set of runs, so a resumed group never restores another's state
+        checkpoint_dir = paths.stacked_checkpoints(first, hashlib.sha1(",".join(exps[i].id for i in todo)
+                                                                       .encode()).hexdigest()[:12])
         log.info("%s: training %s together, %d epochs", first.id,
-                 ", ".join(f"seed {exps[i].seed} k={exps[i].k}" for i in todo), config.max_epochs)
-        fitted = fit_stacked(
-            graphdef, [p for _, _, p in prepared], [d.splits["train"] for d, _, _ in prepared],
-            [d.splits["val"] for d, _, _ in prepared], [exps[i].seed for i in todo],
-            **_fit_settings(config, first, model), checkpoint_dir=stacked_dir,
-            metrics_paths=[os.path.join(paths.run_dir(exps[i]), "metrics.jsonl") for i in todo])
-        for i, (data, seconds, _), fit_result in zip(todo, prepared, fitted):
-            results[i] = _finish(configs[i], exps[i], paths, data, graphdef, fit_result, seconds)
-        shutil.rmtree(stacked_dir, ignore_errors=True)
+                 ", ".join(f"seed {exps[i].seed} k={exps[i].k}" for i in todo), configs[todo[0]].max_epochs)
+    fitted = fit(graphdef, [p.params for p in prepared], [p.data.splits["train"] for p in prepared],
+                 [p.data.splits["val"] for p in prepared], [exps[i].seed for i in todo],
+                 **_fit_settings(configs[todo[0]], first, prepared[0].model), checkpoint_dir=checkpoint_dir,
+                 metrics_paths=[paths.metrics(exps[i]) for i in todo], names=[exps[i].id for i in todo])
+    for i, p, fit_result in zip(todo, prepared, fitted):
+        results[i] = _finish(configs[i], exps[i], paths, p.data, graphdef, fit_result, p.seconds)
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)  # _finish already removed a single run's
     return [results[i] for i in range(len(exps))]

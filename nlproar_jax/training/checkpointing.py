@@ -5,8 +5,12 @@
 * :func:`save_params` / :func:`load_params`: a finished run's selected model,
   which later ROAR runs load as their reference.
 
-Trees are stored as their list of leaves and restored into a template's
-structure, so any pytree (``nnx.State``, optax states) round-trips exactly.
+A tree is stored as a flat dict keyed by each leaf's path name
+(:func:`leaf_names`: ``jax.tree_util.keystr``, e.g. ``['encoder']['w_ih'].value``; Orbax keeps
+such keys as they are) beside its JSON ``meta``. Loading goes into a template: the stored names,
+shapes and dtypes must be the template's, so a renamed, missing, extra or reshaped parameter is
+refused with a one-line ``ValueError`` naming the first mismatch, and two same-shaped weights can
+never load into each other.
 """
 from __future__ import annotations
 
@@ -17,26 +21,61 @@ import warnings
 from typing import Any, Optional
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from orbax.checkpoint import v1 as ocp
 
+FORMAT = "named-leaves-1"
+
+
+def leaf_names(tree) -> list[str]:
+    """Each leaf's path name in ``tree``'s flattening order, e.g. ``['encoder']['w_ih'].value``."""
+    return [jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
+
 
 def _encode(tree, meta: dict) -> dict:
-    leaves = [np.asarray(x) for x in jax.tree.leaves(tree)]
-    return {"leaves": leaves, "meta": np.frombuffer(json.dumps(meta).encode(), np.uint8)}
+    named = dict(zip(leaf_names(tree), (np.asarray(x) for x in jax.tree.leaves(tree))))
+    blob = json.dumps({"format": FORMAT, "meta": meta}).encode()
+    return {"arrays": named, "meta": np.frombuffer(blob, np.uint8)}
 
 
-def _decode(raw: dict, template) -> tuple[Any, dict]:
-    treedef = jax.tree.structure(template)
-    leaves = [np.asarray(x) for x in raw["leaves"]]
-    if len(leaves) != treedef.num_leaves:
-        raise ValueError(f"checkpoint has {len(leaves)} arrays, the model expects {treedef.num_leaves}: "
-                         "was it written by a different configuration?")
-    for got, want in zip(leaves, jax.tree.leaves(template)):
+def _listing(names: list[str], limit: int = 3) -> str:
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+def _decode(raw: dict, template, source: str) -> tuple[Any, dict]:
+    """``(tree, meta)``: ``raw`` (what Orbax loaded) in ``template``'s structure, names and shapes checked."""
+    if "arrays" not in raw or "meta" not in raw:
+        raise ValueError(f"checkpoint {source} has no named parameters (written by an older nlproar_jax, which "
+                         "stored unnamed arrays): delete it and train again")
+    stored_meta = json.loads(np.asarray(raw["meta"]).tobytes().decode())
+    if stored_meta.get("format") != FORMAT:
+        raise ValueError(f"checkpoint {source} has format {stored_meta.get('format')!r}, this version reads "
+                         f"{FORMAT!r}: delete it and train again")
+    stored = raw["arrays"]
+    names = leaf_names(template)
+    wanted = set(names)
+    missing = [n for n in names if n not in stored]
+    extra = sorted(n for n in stored if n not in wanted)
+    if missing:
+        raise ValueError(f"checkpoint {source} has no parameter {missing[0]} (first mismatch; {len(missing)} "
+                         f"missing); it holds {_listing(extra) or 'no other names'} that the model does not have")
+    if extra:
+        raise ValueError(f"checkpoint {source} holds {extra[0]}, which the model does not have (first mismatch; "
+                         f"{len(extra)} unexpected: {_listing(extra)})")
+    leaves = []
+    for name, want in zip(names, jax.tree.leaves(template)):
+        got = np.asarray(stored[name])
         if got.shape != np.shape(want):
-            raise ValueError(f"checkpoint array of shape {got.shape} where the model expects {np.shape(want)}")
-    meta = json.loads(np.asarray(raw["meta"]).tobytes().decode())
-    return jax.tree.unflatten(treedef, [jax.numpy.asarray(x) for x in leaves]), meta
+            raise ValueError(f"checkpoint {source}: {name} has shape {got.shape}, the model expects "
+                             f"{np.shape(want)} (first mismatch)")
+        want_dtype = np.dtype(getattr(want, "dtype", np.asarray(want).dtype))
+        if got.dtype != want_dtype:
+            raise ValueError(f"checkpoint {source}: {name} has dtype {got.dtype}, the model expects "
+                             f"{want_dtype} (first mismatch)")
+        leaves.append(jnp.asarray(got))
+    return jax.tree.unflatten(jax.tree.structure(template), leaves), stored_meta["meta"]
 
 
 class EpochCheckpoints:
@@ -59,7 +98,7 @@ class EpochCheckpoints:
         self._ckpt.wait()
 
     def restore(self, step: int, template) -> tuple[Any, dict]:
-        return _decode(self._ckpt.load(step), template)
+        return _decode(self._ckpt.load(step), template, os.path.join(self.directory, str(step)))
 
     def close(self) -> None:
         self._ckpt.close()
@@ -85,8 +124,9 @@ def save_params(path: str, params, meta: dict) -> None:
 
 
 def load_params(path: str, template) -> tuple[Any, dict]:
-    """Load what :func:`save_params` wrote into ``template``'s structure."""
-    return _decode(ocp.load(os.path.abspath(path)), template)
+    """Load what :func:`save_params` wrote into ``template``'s structure (names and shapes checked)."""
+    path = os.path.abspath(path)
+    return _decode(ocp.load(path), template, path)
 
 
 def params_exist(path: str) -> bool:

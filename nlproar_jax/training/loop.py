@@ -1,12 +1,22 @@
-"""Training and evaluation: pure jitted steps and the epoch loop around them.
+"""Training and evaluation: pure jitted steps and the one epoch loop around them.
 
-``train_step(graphdef, tx, state, batch) -> (state, loss)`` and
+``train_step(graphdef, tx, state, batch) -> (state, loss)`` (one model) and
 ``predict_logits(graphdef, params, batch) -> logits`` are top-level and jitted
-once per (model structure, optimiser, batch shape). :func:`fit` runs the
-original's schedule: every epoch trains, validates on the whole validation
-split, keeps the parameters of the best epoch by the monitored metric (strictly
-better replaces, like Lightning's ModelCheckpoint), and checkpoints so a killed
-run resumes at its last finished epoch with identical results.
+once per (model structure, optimiser, batch shape); ``stacked_train_step`` is the
+same step vmapped over models stacked along a leading axis. Any model meeting the
+classifier protocol (:mod:`nlproar_jax.models.protocol`) trains: the forward pass
+is :func:`~nlproar_jax.models.protocol.forward`.
+
+:func:`fit` trains a stack of n >= 1 models (a single run is a stack of one) with the
+original's schedule: every epoch trains, validates on the whole validation split,
+keeps each model's parameters of its best epoch by the monitored metric (strictly
+better replaces, like Lightning's ModelCheckpoint), and checkpoints so a killed run
+resumes at its last finished epoch with identical results. The loop is written once;
+only the programs differ: one model runs ``train_step`` itself, several run
+``stacked_train_step``. Model ``m`` sees exactly the batches a single run with its
+seed and data sees; in a stack its per-step batches are right-padded to the longest
+and stacked, which changes nothing (padding is never processed), so each model's
+results equal its single run's up to float reassociation in the batched matmuls.
 """
 from __future__ import annotations
 
@@ -16,7 +26,7 @@ import json
 import logging
 import os
 import time
-from typing import Callable, NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -24,9 +34,10 @@ import numpy as np
 import optax
 from flax import nnx
 
-from nlproar_jax.training.checkpointing import EpochCheckpoints
-from nlproar_jax.data.batching import Batch, eval_batches, train_batches
+from nlproar_jax.data.batching import Batch, eval_batches, length_key, make_batch, train_batch_rows
 from nlproar_jax.data.dataset import Split
+from nlproar_jax.models.protocol import forward
+from nlproar_jax.training.checkpointing import EpochCheckpoints
 from nlproar_jax.training.metrics import classification_metrics
 from nlproar_jax.training.optim import original_optimizer
 
@@ -38,9 +49,10 @@ class TrainState(NamedTuple):
     opt_state: optax.OptState
 
 
+# -- steps -----------------------------------------------------------------------------------
 def loss_fn(params, graphdef, batch: Batch) -> jax.Array:
     """Weighted mean cross-entropy (filler rows have weight 0)."""
-    logits, _ = nnx.merge(graphdef, params)(batch.tokens, batch.aux_tokens)
+    logits, _ = forward(nnx.merge(graphdef, params), batch.tokens, batch.aux_tokens)
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch.labels)
     return jnp.sum(ce * batch.weight) / jnp.maximum(jnp.sum(batch.weight), 1.0)
 
@@ -55,13 +67,49 @@ train_step = jax.jit(_train_step, static_argnums=(0, 1), donate_argnums=(2,))
 """One optimiser step: ``(graphdef, tx, state, batch) -> (state, loss)``; the state is donated."""
 
 
+def _stacked_train_step(graphdef, tx, state: TrainState, batch: Batch) -> tuple[TrainState, jax.Array]:
+    return jax.vmap(functools.partial(_train_step, graphdef, tx))(state, batch)
+
+
+stacked_train_step = jax.jit(_stacked_train_step, static_argnums=(0, 1), donate_argnums=(2,))
+"""``(graphdef, tx, state[models], batch[models]) -> (state, loss[models])``."""
+
+
 @functools.partial(jax.jit, static_argnums=(0,))
 def predict_logits(graphdef, params, batch: Batch) -> jax.Array:
     """``<f32>[batch, num_classes]``."""
-    logits, _ = nnx.merge(graphdef, params)(batch.tokens, batch.aux_tokens)
+    logits, _ = forward(nnx.merge(graphdef, params), batch.tokens, batch.aux_tokens)
     return logits
 
 
+@functools.partial(jax.jit, static_argnums=(0,))
+def stacked_predict_logits(graphdef, params, batch: Batch) -> jax.Array:
+    """``<f32>[models, batch, classes]`` for stacked params and per-model batches."""
+    return jax.vmap(lambda p, b: forward(nnx.merge(graphdef, p), b.tokens, b.aux_tokens)[0])(params, batch)
+
+
+# -- stacks of models ------------------------------------------------------------------------
+def stack(trees: Sequence):
+    """Stack pytrees of equal structure along a new leading model axis (a fresh copy)."""
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def unstack(tree, n: int) -> list:
+    return [jax.tree.map(lambda x, i=i: x[i], tree) for i in range(n)]
+
+
+def stack_batches(batches: Sequence[Batch]) -> Batch:
+    """``[models, batch, max_len]`` from per-model batches, right-padding each to the longest."""
+    def pad_stack(arrays):
+        length = max(a.shape[1] for a in arrays)
+        return np.stack([np.pad(a, ((0, 0), (0, length - a.shape[1]))) for a in arrays])
+
+    aux = None if batches[0].aux_tokens is None else pad_stack([b.aux_tokens for b in batches])
+    return Batch(pad_stack([b.tokens for b in batches]), np.stack([b.labels for b in batches]),
+                 np.stack([b.index for b in batches]), np.stack([b.weight for b in batches]), aux)
+
+
+# -- evaluation ------------------------------------------------------------------------------
 def predict_split(graphdef, params, split: Split, batch_size: int) -> np.ndarray:
     """``<f32>[len(split), num_classes]`` logits in split order (batched by length)."""
     out = None
@@ -78,6 +126,19 @@ def evaluate(graphdef, params, split: Split, batch_size: int) -> dict[str, float
     return classification_metrics(predict_split(graphdef, params, split, batch_size), split.labels)
 
 
+def stacked_evaluate(graphdef, params, splits: Sequence[Split], batch_size: int) -> list[dict]:
+    """Whole-split metrics of each stacked model on its own split (the splits have equal sizes)."""
+    out = None
+    for per_model in zip(*(eval_batches(s, batch_size) for s in splits)):
+        logits = np.asarray(stacked_predict_logits(graphdef, params, stack_batches(per_model)))
+        if out is None:
+            out = np.zeros((len(splits), len(splits[0]), logits.shape[2]), np.float32)
+        for m, batch in enumerate(per_model):
+            real = batch.weight > 0
+            out[m, batch.index[real]] = logits[m, real]
+    return [classification_metrics(out[m], s.labels) for m, s in enumerate(splits)]
+
+
 class DataParallel:
     """Data parallelism over every local device with ``jax.sharding``: batches are split along
     their batch axis, parameters and optimiser state replicated; jit propagates the rest. With one
@@ -91,16 +152,19 @@ class DataParallel:
         self.mesh = jax.sharding.Mesh(np.array(devices[:n]), ("data",),
                                       axis_types=(jax.sharding.AxisType.Auto,))
         self.batch = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec("data"))
+        self.stacked_batch = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec(None, "data"))
         self.replicated = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
 
     @property
     def num_devices(self) -> int:
         return self.mesh.size
 
-    def put_batch(self, batch: Batch) -> Batch:
+    def put_batch(self, batch: Batch, stacked: bool = False) -> Batch:
+        """Split ``batch`` (``[batch, ...]``, or ``[models, batch, ...]`` when ``stacked``) along its batch axis."""
         if self.num_devices == 1:
             return batch
-        return jax.tree.map(lambda x: jax.device_put(x, self.batch), batch)
+        sharding = self.stacked_batch if stacked else self.batch
+        return jax.tree.map(lambda x: jax.device_put(x, sharding), batch)
 
     def put_replicated(self, tree):
         if self.num_devices == 1:
@@ -108,12 +172,54 @@ class DataParallel:
         return jax.device_put(tree, self.replicated)
 
 
+# -- the loop --------------------------------------------------------------------------------
 def _write_jsonl(path: str, records: list) -> None:
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         for record in records:
             f.write(json.dumps(record) + "\n")
     os.replace(tmp, path)
+
+
+class _Models:
+    """How :func:`fit` holds its ``n`` models. Several are stacked along a leading model axis and run
+    the vmapped programs. One is held as it is and runs the plain programs: a single run's
+    arithmetic is then exactly the single-model step's (a squeezed stack of one compiles to
+    slightly different float code on XLA:CPU, ~1e-7 after two steps), at no extra cost."""
+
+    def __init__(self, n: int):
+        self.n, self.single = n, n == 1
+
+    def stack(self, trees: Sequence):
+        """A fresh copy (the train step donates its state; the caller keeps ``trees``)."""
+        return jax.tree.map(jnp.copy, trees[0]) if self.single else stack(trees)
+
+    def unstack(self, tree) -> list:
+        return [tree] if self.single else unstack(tree, self.n)
+
+    def init_optimizer(self, tx, params):
+        return tx.init(params) if self.single else jax.vmap(tx.init)(params)
+
+    def step(self, graphdef, tx, state: TrainState, batches: Sequence[Batch], parallel: DataParallel):
+        if self.single:
+            return train_step(graphdef, tx, state, parallel.put_batch(batches[0]))
+        return stacked_train_step(graphdef, tx, state, parallel.put_batch(stack_batches(batches), stacked=True))
+
+    def losses(self, losses: list) -> np.ndarray:
+        """``<f32>[steps, models]`` from the steps' losses."""
+        return np.stack(jax.device_get(losses)).reshape(len(losses), self.n)
+
+    def evaluate(self, graphdef, params, vals: Sequence[Split], batch_size: int) -> list[dict]:
+        if self.single:
+            return [evaluate(graphdef, params, vals[0], batch_size)]
+        return stacked_evaluate(graphdef, params, vals, batch_size)
+
+    def select(self, improved: np.ndarray, new, old):
+        """``new`` for the models that ``improved``, ``old`` for the others (fresh arrays)."""
+        if self.single:
+            return jax.tree.map(jnp.copy, new) if improved[0] else old
+        sel = jnp.asarray(improved)
+        return jax.tree.map(lambda a, b: jnp.where(sel.reshape((-1,) + (1,) * (a.ndim - 1)), a, b), new, old)
 
 
 @dataclasses.dataclass
@@ -124,55 +230,112 @@ class FitResult:
     train_seconds: float
 
 
-def fit(graphdef, params, train: Split, val: Split, *, seed: int, epochs: int, batch_size: int,
-        monitor: str, no_decay: tuple[str, ...], learning_rate: float = 1e-3, weight_decay: float = 1e-5,
-        pool_batches: int = 50, checkpoint_dir: Optional[str] = None,
-        metrics_path: Optional[str] = None, on_epoch: Optional[Callable[[dict], None]] = None) -> FitResult:
-    """Train for ``epochs`` epochs, keeping the best epoch's parameters by ``val[monitor]``.
+def fit(graphdef, params: Sequence, trains: Sequence[Split], vals: Sequence[Split], seeds: Sequence[int], *,
+        epochs: int, batch_size: int, monitor: str, no_decay: Optional[tuple[str, ...]] = None,
+        learning_rate: float = 1e-3, weight_decay: float = 1e-5, pool_batches: int = 50,
+        checkpoint_dir: Optional[str] = None, metrics_paths: Optional[Sequence[str]] = None,
+        names: Optional[Sequence[str]] = None,
+        on_epoch: Optional[Callable[[list[dict]], None]] = None) -> list[FitResult]:
+    """Train ``len(params)`` models of one structure (``graphdef``) for ``epochs`` epochs; model ``m``
+    starts from ``params[m]`` and trains on ``trains[m]`` shuffled by ``seeds[m]``. Returns one
+    :class:`FitResult` per model: the parameters of its best epoch by ``vals[m][monitor]``.
 
-    With ``checkpoint_dir``, the state after every epoch is saved there and a
-    rerun resumes after the last saved epoch; the result equals an uninterrupted run.
+    One model runs the plain train step, several one vmapped program (their train splits, and
+    their val splits, must have equal sizes: seeds or classic-ROAR k values of one task do).
+    ``no_decay``: top-level parameter groups without weight decay (default: the model's
+    ``no_weight_decay``, if it has one). With ``checkpoint_dir`` the state after every epoch is
+    saved there and a rerun resumes after the last saved epoch; the result equals an uninterrupted
+    run. ``metrics_paths``: each model's ``metrics.jsonl``, rewritten every epoch. ``names`` name
+    the models in logs and errors. ``on_epoch`` receives each epoch's per-model records.
+
+    Raises ``FloatingPointError`` when a model's train loss is not finite (it diverged: stopped
+    before that state is checkpointed), or when its monitored metric was NaN at every epoch (no
+    epoch to select), instead of returning its initial parameters.
     """
+    n = len(params)
+    names = list(names) if names is not None else [f"model {m}" for m in range(n)]
+    if n < 1 or not (len(trains) == len(vals) == len(seeds) == len(names) == n):
+        raise ValueError(f"need one train split, val split, seed and name per model: got {len(trains)}, "
+                         f"{len(vals)}, {len(seeds)}, {len(names)} for {n} models")
+    if metrics_paths is not None and len(metrics_paths) != n:
+        raise ValueError(f"need one metrics path per model: got {len(metrics_paths)} for {n} models")
+    for what, splits in (("train", trains), ("val", vals)):
+        if len({len(s) for s in splits}) > 1:
+            raise ValueError(f"models trained together need {what} splits of equal size, got "
+                             f"{[len(s) for s in splits]}")
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    if no_decay is None:
+        no_decay = getattr(nnx.merge(graphdef, params[0]), "no_weight_decay", ())
     tx = original_optimizer(tuple(no_decay), float(learning_rate), float(weight_decay))
-    # A private copy: the train step donates its state, and the caller keeps ``params``.
-    state = TrainState(jax.tree.map(jnp.copy, params), tx.init(params))
+    models = _Models(n)
+    initial = models.stack(params)
+    state = TrainState(initial, models.init_optimizer(tx, initial))
+    best_params = models.stack(params)
+    best_value, best_epoch = np.full(n, -np.inf), np.zeros(n, int)
+    histories: list[list] = [[] for _ in range(n)]
+    start = 0
+    lengths = [length_key(t) for t in trains]
     parallel = DataParallel(batch_size)
-    best_params, best_value, best_epoch, history, start = params, -np.inf, 0, [], 0
     ckpt = EpochCheckpoints(checkpoint_dir) if checkpoint_dir else None
     try:
-        if ckpt is not None and (step := ckpt.latest_step()) is not None:
-            (state, best_params), meta = ckpt.restore(step, (state, best_params))
-            best_value, best_epoch, history, start = meta["best_value"], meta["best_epoch"], meta["history"], step
-            log.info("resumed after epoch %d of %d from %s", step, epochs, checkpoint_dir)
-        state = parallel.put_replicated(state)
+        if ckpt is not None and (done := ckpt.latest_step()) is not None:
+            (state, best_params), meta = ckpt.restore(done, (state, best_params))
+            best_value, best_epoch = np.array(meta["best_value"], float), np.array(meta["best_epoch"], int)
+            histories, start = meta["histories"], done
+            log.info("resumed %s after epoch %d of %d from %s", ", ".join(names), done, epochs, checkpoint_dir)
+        state, best_params = parallel.put_replicated((state, best_params))
         for epoch in range(start, epochs):
             t0 = time.perf_counter()
-            losses, n_examples = [], 0
-            for batch in train_batches(train, batch_size, seed, epoch, pool_batches):
-                state, loss = train_step(graphdef, tx, state, parallel.put_batch(batch))
+            rows = [train_batch_rows(len(t), key, batch_size, s, epoch, pool_batches)
+                    for t, key, s in zip(trains, lengths, seeds)]
+            losses = []
+            for step_rows in zip(*rows):
+                batches = [make_batch(t, r, batch_size) for t, r in zip(trains, step_rows)]
+                state, loss = models.step(graphdef, tx, state, batches, parallel)
                 losses.append(loss)
-                n_examples += int(batch.weight.sum())
-            train_loss = float(np.mean(jax.device_get(losses))) if losses else float("nan")
+            losses = models.losses(losses) if losses else np.full((1, n), np.nan, np.float32)
+            train_loss = [float(np.mean(np.ascontiguousarray(losses[:, m]))) for m in range(n)]
             seconds = time.perf_counter() - t0
-            val_metrics = evaluate(graphdef, state.params, val, batch_size)
-            record = {"epoch": epoch + 1, "train_loss": train_loss, "train_seconds": seconds,
-                      "examples_per_s": n_examples / seconds,
-                      **{f"val_{k}": v for k, v in val_metrics.items()}}
-            history.append(record)
-            if val_metrics[monitor] > best_value:
-                best_value, best_epoch = val_metrics[monitor], epoch + 1
-                best_params = jax.tree.map(jnp.copy, state.params)
-            log.info("epoch %d/%d  loss %.4f  val %s %.4f  (best %.4f @ %d)  %.0f examples/s",
-                     epoch + 1, epochs, train_loss, monitor, val_metrics[monitor], best_value, best_epoch,
-                     record["examples_per_s"])
+            n_examples = sum(len(t) for t in trains)  # every row once per epoch
+            for m in range(n):
+                if not np.isfinite(train_loss[m]):
+                    raise FloatingPointError(
+                        f"{names[m]}: the mean train loss of epoch {epoch + 1} is {train_loss[m]}: the model "
+                        f"diverged (learning_rate={learning_rate}); stopped before checkpointing that epoch")
+            val_metrics = models.evaluate(graphdef, state.params, vals, batch_size)
+            improved = np.array([v[monitor] > b for v, b in zip(val_metrics, best_value)])
+            if improved.any():
+                best_params = models.select(improved, state.params, best_params)
+            records = []
+            for m in range(n):
+                if improved[m]:
+                    best_value[m], best_epoch[m] = val_metrics[m][monitor], epoch + 1
+                record = {"epoch": epoch + 1, "train_loss": train_loss[m], "train_seconds": seconds,
+                          "examples_per_s": n_examples / seconds, **({"models_in_program": n} if n > 1 else {}),
+                          **{f"val_{k}": v for k, v in val_metrics[m].items()}}
+                histories[m].append(record)
+                records.append(record)
+            log.info("epoch %d/%d%s  loss %s  val %s %s  (best %s)  %.0f examples/s", epoch + 1, epochs,
+                     f"  {n} models" if n > 1 else "", " ".join(f"{x:.4f}" for x in train_loss), monitor,
+                     " ".join(f"{v[monitor]:.4f}" for v in val_metrics),
+                     " ".join(f"{v:.4f} @ {e}" for v, e in zip(best_value, best_epoch)), n_examples / seconds)
             if ckpt is not None:
-                ckpt.save(epoch + 1, (state, best_params),
-                          {"best_value": best_value, "best_epoch": best_epoch, "history": history})
-            if metrics_path:  # rewritten whole from the history, so a resumed run never duplicates lines
-                _write_jsonl(metrics_path, history)
+                ckpt.save(epoch + 1, (state, best_params), {"best_value": best_value.tolist(),
+                                                            "best_epoch": best_epoch.tolist(),
+                                                            "histories": histories})
+            for path, history in zip(metrics_paths or (), histories):
+                _write_jsonl(path, history)  # rewritten whole, so a resumed run never duplicates lines
             if on_epoch:
-                on_epoch(record)
+                on_epoch(records)
     finally:
         if ckpt is not None:
             ckpt.close()
-    return FitResult(best_params, best_epoch, history, float(sum(h["train_seconds"] for h in history)))
+    for m in range(n):
+        if best_epoch[m] == 0:
+            raise FloatingPointError(
+                f"{names[m]}: the monitored validation metric {monitor} was NaN in every epoch (1..{epochs}; "
+                f"last train loss {histories[m][-1]['train_loss']:.6g}), so no epoch can be selected "
+                f"(AUROC is NaN when the validation split has one class only)")
+    return [FitResult(p, int(e), h, float(sum(r["train_seconds"] for r in h)))
+            for p, e, h in zip(models.unstack(best_params), best_epoch, histories)]
