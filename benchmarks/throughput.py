@@ -52,6 +52,9 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--min-time", type=float, default=1.0, help="seconds per timed sample (at least one call)")
     p.add_argument("--paired", action="store_true", help="the paired model (SNLI / bAbI shape)")
+    p.add_argument("--lstm-impl", default="auto", choices=("auto", "scan", "chunked"),
+                   help="the BiLSTM kernel (nlproar_jax.models.bilstm): auto = what a ROAR run uses "
+                        "(config.lstm_impl's default: chunked on a CPU backend, else scan)")
     p.add_argument("--aux-length", type=int, default=16, help="auxiliary-sequence length with --paired")
     p.add_argument("--figures", nargs="+", default=list(FIGURES), choices=FIGURES)
     p.add_argument("--torch", action="store_true", help="also run PyTorch (+ Captum), interleaved")
@@ -143,7 +146,8 @@ def main(argv=None) -> int:
     from flax import nnx
 
     from nlproar_jax.data.batching import Batch
-    from nlproar_jax.importance import ImportanceOptions, compute_importance
+    from nlproar_jax import importance
+    from nlproar_jax.roar.scores import score_batch
     from nlproar_jax.models import build_model
     from nlproar_jax.training.optim import original_optimizer
     from nlproar_jax.training.loop import TrainState, train_step
@@ -184,7 +188,9 @@ def main(argv=None) -> int:
             out.flush()
 
     model = build_model(paired=args.paired, vocab_size=args.vocab, num_classes=args.classes,
-                        embedding_dim=args.embedding, hidden_size=args.hidden, seed=args.seed)
+                        embedding_dim=args.embedding, hidden_size=args.hidden, seed=args.seed,
+                        lstm_impl=args.lstm_impl)
+    settings.update(lstm_impl=args.lstm_impl, lstm_impl_used=model.encoder.impl)
     graphdef, params = nnx.split(model)
     mi_table = jnp.asarray(np.random.default_rng(args.seed).random(args.vocab, dtype=np.float32))
     key = jax.random.key(args.seed)
@@ -210,12 +216,12 @@ def main(argv=None) -> int:
             from nlproar_jax.roar.scores import ig_chunk_size
 
             chunk = ig_chunk_size(args.batch, length, args.hidden, args.ig_steps)
-        options = ImportanceOptions(ig_steps=args.ig_steps, ig_variant=args.ig_variant, ig_chunk_size=chunk)
+        options = dict(steps=args.ig_steps, variant=args.ig_variant, chunk_size=chunk)
         settings["ig_chunk_used"] = chunk or args.ig_steps
         for figure in args.figures:
             jax_fn = _jax_fn(figure, graphdef, params, batch, key, options, mi_table, args,
                              jax=jax, original_optimizer=original_optimizer, TrainState=TrainState,
-                             train_step=train_step, compute_importance=compute_importance, model=model)
+                             train_step=train_step, importance=importance, score_batch=score_batch, model=model)
             timers = {"jax": Timer(jax_fn, args.min_time)}
             if args.torch:
                 impls = ([args.torch_ig] if args.torch_ig != "both" else ["captum", "loop"]) \
@@ -258,7 +264,7 @@ def main(argv=None) -> int:
 
 
 def _jax_fn(figure, graphdef, params, batch, key, options, table, args, *, jax, original_optimizer, TrainState,
-            train_step, compute_importance, model):
+            train_step, importance, score_batch, model):
     if figure == "train":
         tx = original_optimizer(tuple(model.no_weight_decay), 1e-3, 1e-5)
         holder = [TrainState(jax.tree.map(lambda x: x.copy(), params), tx.init(params))]
@@ -268,8 +274,11 @@ def _jax_fn(figure, graphdef, params, batch, key, options, table, args, *, jax, 
             loss.block_until_ready()
         return step
 
-    table_ = table if figure == "mutual_information" else None
-    return lambda: compute_importance(figure, graphdef, params, batch, key, options, table_).block_until_ready()
+    # What a ROAR run calls per batch (nlproar_jax.roar.scores.score_batch), gold labels explained.
+    measure = importance.get(figure, **(options if figure == "integrated_gradient" else
+                                        {"table": table} if figure == "mutual_information" else {}))
+    return lambda: score_batch(measure, graphdef, params, batch.tokens, batch.labels, batch.aux_tokens, key,
+                               batch.index).block_until_ready()
 
 
 def _torch_fn(figure, impl, model, tokens, labels, aux, table, generator, args, *, torch, tr):

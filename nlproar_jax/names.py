@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from typing import Optional
 
 
@@ -91,6 +92,23 @@ STRATEGIES = ("count", "quantile")
 DEFAULT_STEP = {"count": 1, "quantile": 10}
 SEEDS_TOGETHER = ("auto", "vmap", "loop")
 EMBEDDING_OOV = ("zero", "normal")
+# The BiLSTM kernel (nlproar_jax.models.bilstm): "scan" (the reference), "chunked" (tuned for
+# XLA:CPU), "auto" (chunked when the default backend is the CPU, else scan; resolved at build time).
+LSTM_IMPLS = ("auto", "scan", "chunked")
+
+
+# -- models ----------------------------------------------------------------------------------
+# ``config.model`` names a builder in nlproar_jax.models' registry ("rnn": the original's BiLSTM with
+# attention; users register their own). It is part of every experiment id, so it must be one token.
+_MODEL_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
+
+
+def check_model_name(name: str) -> str:
+    """``name`` if it can be a model name in experiment ids (lowercase letters, digits, '-'); else ValueError."""
+    if not isinstance(name, str) or not _MODEL_NAME.fullmatch(name):
+        raise ValueError(f"model name {name!r} must be lowercase letters, digits and '-' (it is part of run ids, "
+                         "which '_' separates), e.g. 'rnn' or 'conv-attention'")
+    return name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,14 +148,18 @@ class Experiment:
             raise ValueError(f"ig_steps must be >= 1, got {config.ig_steps}")
         if config.embedding_oov not in EMBEDDING_OOV:
             raise ValueError(f"unknown embedding_oov {config.embedding_oov!r}; valid: {list(EMBEDDING_OOV)}")
+        if config.lstm_impl not in LSTM_IMPLS:
+            raise ValueError(f"unknown lstm_impl {config.lstm_impl!r}; valid: {list(LSTM_IMPLS)}")
         for field in ("batch_size", "max_epochs", "hidden_size", "embedding_dim", "min_df", "num_seeds"):
             if int(config[field]) < 1:
                 raise ValueError(f"{field} must be >= 1, got {config[field]}")
         if int(config.ig_chunk_size) < 0:
             raise ValueError(f"ig_chunk_size must be >= 0 (0 = choose from memory), got {config.ig_chunk_size}")
         measure = canonical_measure(config.importance_measure)
+        model = check_model_name(config.get("model", "rnn"))
         return cls(task=config.task, seed=int(config.seed), k=k, measure=measure, strategy=strategy,
-                   recursive=recursive, step=step, ig_steps=int(config.ig_steps), ig_variant=config.ig_variant)
+                   recursive=recursive, step=step, ig_steps=int(config.ig_steps), ig_variant=config.ig_variant,
+                   model=model)
 
     # -- identity --------------------------------------------------------------------------
     @property
@@ -236,6 +258,10 @@ class Paths:
     @property
     def slurm_logs(self) -> str:
         return os.path.join(self.slurm_dir, "logs")
+
+    def slurm_launch(self, stamp: str) -> str:
+        """One launch's sbatch scripts, args files and submission log (``stamp``: the launch time)."""
+        return os.path.join(self.slurm_dir, stamp)
 
 
 def _id(exp) -> str:

@@ -4,8 +4,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
+
+# Float32 matmuls stay float32 on every backend (JAX would use TF32 on recent NVIDIA GPUs), so the
+# suite's tolerances mean the same on CPU, GPU and TPU.
+jax.config.update("jax_default_matmul_precision", "highest")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,18 +32,21 @@ def make_batch(rows, labels, aux_rows=None, pad_to=None, aux_pad_to=None):
                  np.ones(n, np.float32), aux)
 
 
-@pytest.fixture(scope="session")
-def tiny_single():
+def tiny_model(paired: bool, lstm_impl: str = "scan"):
     from nlproar_jax.models import build_model
 
-    return build_model(paired=False, vocab_size=30, num_classes=3, embedding_dim=6, hidden_size=5, seed=1)
+    return build_model(paired=paired, vocab_size=30, num_classes=3, embedding_dim=6, hidden_size=5,
+                       seed=2 if paired else 1, lstm_impl=lstm_impl)
+
+
+@pytest.fixture(scope="session")
+def tiny_single():
+    return tiny_model(False)
 
 
 @pytest.fixture(scope="session")
 def tiny_paired():
-    from nlproar_jax.models import build_model
-
-    return build_model(paired=True, vocab_size=30, num_classes=3, embedding_dim=6, hidden_size=5, seed=2)
+    return tiny_model(True)
 
 
 @pytest.fixture

@@ -1,5 +1,8 @@
 """Importance measures: the math (finite differences, IG completeness, the original's IG form, MI),
-the contracts (batched == per example, padding never changes a score), and no retracing."""
+the contracts (fast path == generic path, batched == per example, padding never changes a score,
+jit == vmap == eager, targets), the registry, and no retracing on the pipeline's boundary."""
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -7,23 +10,29 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from nlproar_jax import importance
+from conftest import tiny_model
 from nlproar_jax.data.dataset import Ragged
-from nlproar_jax.importance import (
-    MEASURES,
-    ImportanceOptions,
-    canonical_measure,
-    compute_importance,
-    integrated_gradient_completeness,
-    integrated_gradient_terms,
-    mutual_information_table,
-)
+from nlproar_jax.importance import mutual_information_table
+from nlproar_jax.roar.scores import score_batch
 
-def jit_with_model(fn, model, static_argnums=()):
-    """``fn(model, *args)`` jitted, the model passed as (static graphdef, params)."""
+MODEL_MEASURES = ("attention", "gradient", "input_times_gradient", "integrated_gradient")
+TABLE = np.linspace(0, 1, 30).astype(np.float32)
+
+
+def measure(name, **options):
+    if name == "mutual_information":
+        options.setdefault("table", TABLE)
+    if name == "integrated_gradient":
+        options.setdefault("steps", 20)
+    return importance.get(name, **options)
+
+
+def score(name, model, batch, key=0, **options):
+    """Scores through the pipeline's jitted boundary (gold labels, keys per example id)."""
     graphdef, params = nnx.split(model)
-    shifted = tuple(i + 1 for i in static_argnums)
-    jitted = jax.jit(lambda p, *args: fn(nnx.merge(graphdef, p), *args), static_argnums=shifted)
-    return lambda *args: jitted(params, *args)
+    return np.asarray(score_batch(measure(name, **options), graphdef, params, batch.tokens, batch.labels,
+                                  batch.aux_tokens, jax.random.key(key), batch.index))
 
 
 def gold_logit_of_embeddings(model, batch, emb):
@@ -34,13 +43,8 @@ def gold_logit_of_embeddings(model, batch, emb):
 def embedding_grad(model, batch):
     """d f_gold / d e, straight through the full model: ``[B, T, D]``."""
     emb = model.embed(batch.tokens)
-    grad = jit_with_model(lambda m, e: jax.grad(lambda x: gold_logit_of_embeddings(m, batch, x).sum())(e), model)
-    return emb, grad(emb)
-
-
-def score(measure, model, batch, options=ImportanceOptions(ig_steps=20), table=None, key=0):
-    graphdef, params = nnx.split(model)
-    return np.asarray(compute_importance(measure, graphdef, params, batch, jax.random.key(key), options, table))
+    grad = jax.jit(lambda m, e: jax.grad(lambda x: gold_logit_of_embeddings(m, batch, x).sum())(e))
+    return emb, grad(model, emb)
 
 
 @pytest.fixture(params=["single", "paired"])
@@ -48,11 +52,12 @@ def model_and_batch(request, tiny_single, tiny_paired, single_batch, paired_batc
     return (tiny_single, single_batch) if request.param == "single" else (tiny_paired, paired_batch)
 
 
+# -- the math ----------------------------------------------------------------------------------
 def test_embedding_gradient_matches_finite_differences(model_and_batch):
     model, batch = model_and_batch
     emb, grad = embedding_grad(model, batch)
     emb64 = np.asarray(emb, np.float64)
-    f = jit_with_model(lambda m, e: gold_logit_of_embeddings(m, batch, e), model)
+    f = jax.jit(lambda m, e: gold_logit_of_embeddings(m, batch, e))
     rng = np.random.default_rng(0)
     for _ in range(4):
         b, t, d = rng.integers(3), rng.integers(1, 4), rng.integers(emb.shape[2])
@@ -60,7 +65,7 @@ def test_embedding_gradient_matches_finite_differences(model_and_batch):
         plus, minus = emb64.copy(), emb64.copy()
         plus[b, t, d] += h
         minus[b, t, d] -= h
-        fd = (f(jnp.asarray(plus, jnp.float32))[b] - f(jnp.asarray(minus, jnp.float32))[b]) / (2 * h)
+        fd = (f(model, jnp.asarray(plus, jnp.float32))[b] - f(model, jnp.asarray(minus, jnp.float32))[b]) / (2 * h)
         assert float(fd) == pytest.approx(float(grad[b, t, d]), rel=2e-2, abs=2e-4)
 
 
@@ -78,10 +83,12 @@ def test_gradient_is_norm_over_vocabulary_of_onehot_gradient(model_and_batch):
 def test_input_times_gradient(model_and_batch):
     model, batch = model_and_batch
     emb, grad = embedding_grad(model, batch)
-    expected = np.abs(np.sum(np.asarray(emb) * np.asarray(grad), axis=-1))
+    expected = np.sum(np.asarray(emb) * np.asarray(grad), axis=-1)
     got = score("input_times_gradient", model, batch)
     real = batch.tokens != 0
-    np.testing.assert_allclose(got[real], expected[real], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(got[real], np.abs(expected)[real], rtol=1e-4, atol=1e-6)
+    signed = score("input_times_gradient", model, batch, signed=True)
+    np.testing.assert_allclose(signed[real], expected[real], rtol=1e-4, atol=1e-6)
     # and e.g is the directional finite difference along e_t
     b, t, h = 0, 2, 1e-2
     e = np.asarray(emb, np.float64)
@@ -90,18 +97,28 @@ def test_input_times_gradient(model_and_batch):
     minus[b, t] *= 1 - h
     fd = (gold_logit_of_embeddings(model, batch, jnp.asarray(plus, jnp.float32))[b]
           - gold_logit_of_embeddings(model, batch, jnp.asarray(minus, jnp.float32))[b]) / (2 * h)
-    assert abs(float(fd)) == pytest.approx(got[b, t], rel=2e-2, abs=1e-4)
+    assert float(fd) == pytest.approx(signed[b, t], rel=2e-2, abs=1e-4)
 
 
 def test_textbook_ig_completeness_error_shrinks_with_steps(model_and_batch):
+    """Captum's convergence delta: sum_t attribution_t - (f(e) - f(0)) -> 0 as steps grow, through the
+    generic path (the definition; the fast path gives the same scores, see the test below)."""
     model, batch = model_and_batch
-    completeness = jit_with_model(integrated_gradient_completeness, model, static_argnums=(1,))
     errors = []
-    for steps in (5, 50, 400):
-        total, delta = completeness(batch, ImportanceOptions(ig_steps=steps))
-        errors.append(float(np.max(np.abs(np.asarray(total) - np.asarray(delta)))))
+    for steps in (4, 32, 256):
+        ig = importance.integrated_gradients(steps=steps, variant="textbook", signed=True, fast_path=False)
+        scores, delta = jax.jit(lambda m, b, ig=ig: ig.with_delta(m, b.tokens, target=b.labels,
+                                                                   aux_tokens=b.aux_tokens))(model, batch)
+        np.testing.assert_allclose(np.asarray(scores).sum(1) - np.asarray(delta),
+                                   gold_logit_of_embeddings(model, batch, model.embed(batch.tokens))
+                                   - gold_logit_of_embeddings(model, batch, 0 * model.embed(batch.tokens)),
+                                   rtol=1e-4, atol=1e-5)
+        errors.append(float(np.max(np.abs(delta))))
     assert errors[2] < errors[1] < errors[0]
-    np.testing.assert_allclose(total, delta, rtol=1e-2, atol=2e-3)
+    assert errors[2] <= 2 * errors[0] * 4 / 256  # the right Riemann sum's error falls like 1 / steps
+    with pytest.raises(ValueError, match="textbook"):
+        importance.integrated_gradients().with_delta(model, batch.tokens, target=batch.labels,
+                                                     aux_tokens=batch.aux_tokens)
 
 
 def test_alpha_weighted_ig_is_the_originals_definition(model_and_batch):
@@ -110,47 +127,66 @@ def test_alpha_weighted_ig_is_the_originals_definition(model_and_batch):
     model, batch = model_and_batch
     steps = 8
     emb = model.embed(batch.tokens)
-    grad_at = jit_with_model(
-        lambda m, e, a: jax.grad(lambda x: gold_logit_of_embeddings(m, batch, a * x).sum())(e), model)
+    grad_at = jax.jit(lambda m, e, a: jax.grad(lambda x: gold_logit_of_embeddings(m, batch, a * x).sum())(e))
     per_point = []
     for i in range(1, steps + 1):
-        g = grad_at(emb, jnp.float32(i / steps))
+        g = grad_at(model, emb, jnp.float32(i / steps))
         per_point.append(np.sum(np.asarray(emb) * np.asarray(g), axis=-1))
     expected = np.abs(np.mean(per_point, axis=0))
-    got = score("integrated_gradient", model, batch, ImportanceOptions(ig_steps=steps))
+    got = score("integrated_gradient", model, batch, steps=steps)
     real = batch.tokens != 0
     np.testing.assert_allclose(got[real], expected[real], rtol=1e-4, atol=1e-6)
     # textbook differs exactly by the alpha weights
-    textbook = score("integrated_gradient", model, batch, ImportanceOptions(ig_steps=steps, ig_variant="textbook"))
+    textbook = score("integrated_gradient", model, batch, steps=steps, variant="textbook")
     assert not np.allclose(textbook[real], got[real])
 
 
 def test_ig_evaluates_exactly_n_points_whatever_the_chunk(tiny_single, single_batch):
     steps = 10
-    terms_fn = jit_with_model(integrated_gradient_terms, tiny_single, static_argnums=(1,))
-    terms = terms_fn(single_batch, ImportanceOptions(ig_steps=steps, ig_chunk_size=3))
+    ig = importance.integrated_gradients(steps=steps, chunk_size=3)
+    labels = jnp.asarray(single_batch.labels)
+    terms = jax.jit(lambda m, t: ig.terms(m, t, labels))(tiny_single, jnp.asarray(single_batch.tokens))
     assert terms.shape == (steps,) + single_batch.tokens.shape
     # point i is the term at alpha = i / N, evaluated once each
     emb = tiny_single.embed(single_batch.tokens)
-    grad_at = jit_with_model(
-        lambda m, x: jax.grad(lambda e: gold_logit_of_embeddings(m, single_batch, e).sum())(x), tiny_single)
+    grad_at = jax.jit(lambda m, x: jax.grad(lambda e: gold_logit_of_embeddings(m, single_batch, e).sum())(x))
     for i in (1, 4, steps):
-        g = grad_at(i / steps * emb)
+        g = grad_at(tiny_single, i / steps * emb)
         np.testing.assert_allclose(terms[i - 1], np.sum(np.asarray(emb * g), -1), rtol=1e-4, atol=1e-6)
-    ref = score("integrated_gradient", tiny_single, single_batch, ImportanceOptions(ig_steps=steps))
+    ref = score("integrated_gradient", tiny_single, single_batch, steps=steps)
     for chunk in (1, 3, 7):  # chunks that do not divide N: still every point exactly once
-        opts = ImportanceOptions(ig_steps=steps, ig_chunk_size=chunk)
-        np.testing.assert_allclose(score("integrated_gradient", tiny_single, single_batch, opts), ref, rtol=1e-5)
+        np.testing.assert_allclose(score("integrated_gradient", tiny_single, single_batch, steps=steps,
+                                         chunk_size=chunk), ref, rtol=1e-5)
 
 
-@pytest.mark.parametrize("measure", sorted(MEASURES))
-def test_batched_equals_per_example_and_padding_never_changes_a_score(measure, model_and_batch):
+# -- the contracts -----------------------------------------------------------------------------
+@pytest.mark.parametrize("lstm_impl", ["scan", "chunked"])
+@pytest.mark.parametrize("paired", [False, True])
+def test_fast_path_equals_the_generic_path(paired, lstm_impl, single_batch, paired_batch):
+    """The BiLSTM's linear-input fast path (projected space, time-major) gives the definition's scores,
+    with either BiLSTM kernel (the chunked kernel's hand-written VJP included). For integrated
+    gradients the per-point terms agree, so every variant (a fixed weighting of them) does."""
+    model, batch = tiny_model(paired, lstm_impl), (paired_batch if paired else single_batch)
+    real = batch.tokens != 0
+    for name, options in [("gradient", {}), ("input_times_gradient", {"signed": True})]:
+        fast = score(name, model, batch, fast_path=True, **options)
+        generic = score(name, model, batch, fast_path=False, **options)
+        np.testing.assert_allclose(fast[real], generic[real], rtol=1e-5, atol=1e-6, err_msg=name)
+    labels = jnp.asarray(batch.labels)
+    terms = {fast: jax.jit(lambda m, t, a, ig=measure("integrated_gradient", steps=8, fast_path=fast):
+                           ig.terms(m, t, labels, a))(model, jnp.asarray(batch.tokens), batch.aux_tokens)
+             for fast in (True, False)}
+    np.testing.assert_allclose(np.asarray(terms[True])[:, real], np.asarray(terms[False])[:, real],
+                               rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", importance.MEASURES)
+def test_batched_equals_per_example_and_padding_never_changes_a_score(name, model_and_batch):
     model, batch = model_and_batch
-    table = np.linspace(0, 1, 30).astype(np.float32) if measure == "mutual_information" else None
-    full = score(measure, model, batch, table=table)
+    full = score(name, model, batch)
     padded = batch._replace(tokens=np.pad(batch.tokens, ((0, 0), (0, 5))),
                             aux_tokens=None if batch.aux_tokens is None else np.pad(batch.aux_tokens, ((0, 0), (0, 2))))
-    full_p = score(measure, model, padded, table=table)
+    full_p = score(name, model, padded)
     real = batch.tokens != 0
     np.testing.assert_allclose(full_p[:, : full.shape[1]][real], full[real], rtol=1e-5, atol=1e-6)
     assert np.all(np.isfinite(full))
@@ -158,8 +194,55 @@ def test_batched_equals_per_example_and_padding_never_changes_a_score(measure, m
         one = batch._replace(tokens=batch.tokens[i : i + 1], labels=batch.labels[i : i + 1],
                              index=batch.index[i : i + 1], weight=batch.weight[i : i + 1],
                              aux_tokens=None if batch.aux_tokens is None else batch.aux_tokens[i : i + 1])
-        s = score(measure, model, one, table=table)
+        s = score(name, model, one)
         np.testing.assert_allclose(s[0][real[i]], full[i][real[i]], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", importance.MEASURES)
+def test_eager_jit_and_vmap_give_the_same_scores(name, model_and_batch):
+    """A measure is a pure function: under jax.jit (model as an argument) and vmapped over examples it
+    gives the same scores; on the single-sequence model also called eagerly and under nnx.jit."""
+    model, batch = model_and_batch
+    fn = measure(name)
+    tokens, labels, aux = jnp.asarray(batch.tokens), jnp.asarray(batch.labels), batch.aux_tokens
+    keys = jax.random.split(jax.random.key(0), len(labels))
+
+    def call(m, t, y, a, k):
+        return fn(m, t, target=y, aux_tokens=a, key=k)
+
+    jitted = np.asarray(jax.jit(call)(model, tokens, labels, aux, keys))
+
+    def one(t, y, a, k):  # one example at a time, model closed over
+        return call(model, t[None], y[None], None if a is None else a[None], k[None])[0]
+
+    vmapped = jax.jit(jax.vmap(one, in_axes=(0, 0, None if aux is None else 0, 0)))(tokens, labels, aux, keys)
+    np.testing.assert_allclose(vmapped, jitted, rtol=1e-5, atol=1e-6)
+    if aux is None:
+        np.testing.assert_allclose(call(model, tokens, labels, aux, keys), jitted, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(nnx.jit(call)(model, tokens, labels, aux, keys), jitted, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ("gradient", "input_times_gradient", "integrated_gradient"))
+def test_targets_gold_predicted_and_class_index(name, tiny_single, single_batch):
+    model, batch = tiny_single, single_batch
+    fn = measure(name, signed=True) if name != "gradient" else measure(name)
+    explain = jax.jit(lambda m, t, y, a: fn(m, t, target=y, aux_tokens=a))
+    logits, _ = model(batch.tokens, batch.aux_tokens)
+    predicted = np.asarray(jnp.argmax(logits, axis=-1))
+    by_predicted = jax.jit(lambda m, t, a: fn(m, t, target="predicted", aux_tokens=a))(model, batch.tokens,
+                                                                                      batch.aux_tokens)
+    np.testing.assert_allclose(by_predicted, explain(model, batch.tokens, predicted, batch.aux_tokens), rtol=1e-6)
+    per_class = [np.asarray(explain(model, batch.tokens, np.full(3, c, np.int32), batch.aux_tokens)) for c in range(3)]
+    np.testing.assert_allclose(per_class[2], explain(model, batch.tokens, 2, batch.aux_tokens),
+                               rtol=1e-5, atol=1e-7)  # a single class index, for every row
+    assert not np.allclose(per_class[0], per_class[1])
+    gold = np.asarray(explain(model, batch.tokens, batch.labels, batch.aux_tokens))
+    for i, y in enumerate(batch.labels):
+        np.testing.assert_allclose(gold[i], per_class[y][i], rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="target is required"):
+        fn(model, batch.tokens, aux_tokens=batch.aux_tokens)
+    with pytest.raises(ValueError, match="predicted"):
+        fn(model, batch.tokens, target="gold", aux_tokens=batch.aux_tokens)
 
 
 def test_random_is_uniform_and_keyed(tiny_single, single_batch):
@@ -167,6 +250,19 @@ def test_random_is_uniform_and_keyed(tiny_single, single_batch):
     assert np.all((a >= 0) & (a < 1))
     assert not np.allclose(a, score("random", tiny_single, single_batch, key=1))
     np.testing.assert_array_equal(a, score("random", tiny_single, single_batch, key=0))
+    rand = importance.random_baseline()
+    one_key = np.asarray(rand(None, single_batch.tokens, key=jax.random.key(3)))  # no model needed
+    per_row = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(3), i))(jnp.arange(3))
+    np.testing.assert_array_equal(one_key, rand(None, single_batch.tokens, key=per_row))
+    with pytest.raises(ValueError, match="key"):
+        rand(None, single_batch.tokens)
+
+
+def test_model_free_measures_need_no_model(single_batch):
+    mi = importance.get("mutual-information", table=TABLE)
+    np.testing.assert_array_equal(mi(None, single_batch.tokens), TABLE[single_batch.tokens])
+    with pytest.raises(ValueError, match="explains a model"):
+        importance.gradient()(None, single_batch.tokens, target=0)
 
 
 def test_attention_measure_is_the_attention(tiny_single, single_batch):
@@ -207,23 +303,54 @@ def test_mutual_information_is_finite_where_the_original_gives_nan():
     assert np.all(np.isfinite(table))
 
 
-def test_measure_names_accept_the_originals_spellings():
-    assert canonical_measure("integrated-gradient") == "integrated_gradient"
-    assert canonical_measure("times-input-gradient") == "input_times_gradient"
-    assert canonical_measure("mutual-information") == "mutual_information"
+# -- the registry --------------------------------------------------------------------------------
+def test_registry_accepts_the_originals_spellings_and_names_valid_options():
+    assert isinstance(importance.get("integrated-gradient"), importance.IntegratedGradients)
+    assert isinstance(importance.get("times-input-gradient"), importance.InputTimesGradient)
+    ig = importance.get("integrated-gradient", steps=7, variant="textbook", signed=True)
+    assert (ig.steps, ig.variant, ig.signed) == (7, "textbook", True)
+    assert importance.integrated_gradients(steps=7, variant="textbook", signed=True) == ig
     with pytest.raises(ValueError, match="valid:.*attention"):
-        canonical_measure("saliency")
-    with pytest.raises(ValueError, match="ig_variant"):
-        ImportanceOptions(ig_variant="trapezoid")
+        importance.get("saliency")
+    with pytest.raises(ValueError, match="unknown option.*'n_steps'.*valid:.*'steps'"):
+        importance.get("integrated_gradient", n_steps=5)
+    with pytest.raises(ValueError, match="for measure 'gradient'.*valid"):
+        importance.get("gradient", steps=5)
+    with pytest.raises(ValueError, match="table="):
+        importance.get("mutual_information")
+    with pytest.raises(ValueError, match="variant.*valid"):
+        importance.integrated_gradients(variant="trapezoid")
+    with pytest.raises(ValueError, match="steps >= 1"):
+        importance.integrated_gradients(steps=0)
 
 
-def test_no_retrace_on_the_hot_path(tiny_single, single_batch):
+def test_attributions_run_at_highest_matmul_precision(tiny_single, single_batch):
+    """Float32 matmuls stay float32 on GPUs/TPUs (no TF32): the lowered program says HIGHEST."""
+    fn = importance.integrated_gradients(steps=2)
+    text = jax.jit(lambda m, t, y: fn(m, t, target=y)).lower(tiny_single, single_batch.tokens,
+                                                             single_batch.labels).as_text()
+    assert "HIGHEST" in text and "DEFAULT" not in text
+    loose = dataclasses.replace(fn, precision=None)
+    with jax.default_matmul_precision("bfloat16"):
+        text = jax.jit(lambda m, t, y: loose(m, t, target=y)).lower(tiny_single, single_batch.tokens,
+                                                                    single_batch.labels).as_text()
+    assert "HIGHEST" not in text
+
+
+def test_no_retrace_on_the_pipeline_boundary(tiny_single, single_batch):
     graphdef, params = nnx.split(tiny_single)
-    opts = ImportanceOptions(ig_steps=4)
-    compute_importance("integrated_gradient", graphdef, params, single_batch, jax.random.key(0), opts, None)
-    before = compute_importance._cache_size()
-    other = single_batch._replace(labels=np.array([1, 1, 0], np.int32), tokens=single_batch.tokens[::-1].copy())
-    compute_importance("integrated_gradient", graphdef, params, other, jax.random.key(1), opts, None)
+    ig = importance.integrated_gradients(steps=4)
+    b = single_batch
+    score_batch(ig, graphdef, params, b.tokens, b.labels, None, jax.random.key(0), b.index)
+    before = score_batch._cache_size()
+    other = b._replace(labels=np.array([1, 1, 0], np.int32), tokens=b.tokens[::-1].copy())
+    score_batch(ig, graphdef, params, other.tokens, other.labels, None, jax.random.key(1), other.index)
     params2 = jax.tree.map(lambda x: x * 1.01, params)
-    compute_importance("integrated_gradient", graphdef, params2, other, jax.random.key(1), opts, None)
-    assert compute_importance._cache_size() == before
+    score_batch(importance.integrated_gradients(steps=4), graphdef, params2, other.tokens, other.labels, None,
+                jax.random.key(1), other.index)
+    mi = importance.mutual_information(table=TABLE)
+    score_batch(mi, None, None, b.tokens, b.labels, None, jax.random.key(0), b.index)
+    after_mi = score_batch._cache_size()
+    score_batch(importance.mutual_information(table=TABLE * 2), None, None, b.tokens, b.labels, None,
+                jax.random.key(0), b.index)  # a new table is a new leaf value, not a new program
+    assert before == after_mi - 1 and score_batch._cache_size() == after_mi

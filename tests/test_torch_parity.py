@@ -22,7 +22,7 @@ from flax import nnx  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks import torch_reference as tr  # noqa: E402
 from nlproar_jax.data.batching import Batch  # noqa: E402
-from nlproar_jax.importance import ImportanceOptions, compute_importance  # noqa: E402
+from nlproar_jax import importance  # noqa: E402
 from nlproar_jax.models import build_model  # noqa: E402
 from nlproar_jax.training.optim import original_optimizer  # noqa: E402
 from nlproar_jax.training.loop import TrainState, train_step  # noqa: E402
@@ -63,9 +63,9 @@ def _t(batch: Batch):
     return torch.from_numpy(batch.tokens.astype(np.int64)), torch.from_numpy(batch.labels.astype(np.int64)), aux
 
 
-def _jax_scores(measure, model, batch, options=ImportanceOptions(ig_steps=50)):
-    graphdef, params = nnx.split(model)
-    return np.asarray(compute_importance(measure, graphdef, params, batch, jax.random.key(0), options, None))
+def _jax_scores(measure, model, batch, **options):
+    fn = importance.get(measure, **options)
+    return np.asarray(jax.jit(lambda m, b: fn(m, b.tokens, target=b.labels, aux_tokens=b.aux_tokens))(model, batch))
 
 
 def _close(actual, expected, mask=None):
@@ -105,7 +105,7 @@ def test_input_times_gradient(setup):
 def test_textbook_integrated_gradient_matches_captum(setup):
     model, torch_model, batch = setup
     tokens, labels, aux = _t(batch)
-    ours = _jax_scores("integrated_gradient", model, batch, ImportanceOptions(ig_steps=50, ig_variant="textbook"))
+    ours = _jax_scores("integrated_gradient", model, batch, steps=50, variant="textbook")
     captum = tr.integrated_gradient_captum(torch_model, tokens, labels, aux, steps=50).numpy()
     _close(ours, captum, batch.tokens != 0)
     _close(ours, tr.integrated_gradient_loop(torch_model, tokens, labels, aux, 50, "textbook").numpy(),
@@ -115,7 +115,7 @@ def test_textbook_integrated_gradient_matches_captum(setup):
 def test_alpha_weighted_integrated_gradient_matches_the_original_loop(setup):
     model, torch_model, batch = setup
     tokens, labels, aux = _t(batch)
-    ours = _jax_scores("integrated_gradient", model, batch, ImportanceOptions(ig_steps=50, ig_chunk_size=7))
+    ours = _jax_scores("integrated_gradient", model, batch, steps=50, chunk_size=7)
     _close(ours, tr.integrated_gradient_loop(torch_model, tokens, labels, aux, 50, "alpha_weighted").numpy(),
            batch.tokens != 0)
 

@@ -1,58 +1,84 @@
-"""Importance measures: names, the original's spellings, and the jitted entry point.
+"""Importance measures as composable pure functions of any classifier.
 
-``compute_importance(measure, graphdef, params, batch, key, options, table)`` is
-the one jitted boundary (compiled once per measure, options and batch shape);
-the per-measure pure functions live in :mod:`nlproar_jax.importance.measures`.
+Build a measure with its options, then call it on a model (any ``nnx.Module`` meeting
+:mod:`nlproar_jax.models.protocol`) and a batch of token ids::
+
+    from nlproar_jax import importance
+
+    ig = importance.integrated_gradients(steps=50, variant="textbook")
+    scores = ig(model, tokens, target=labels)             # <f32>[B, T]
+    scores, delta = ig.with_delta(model, tokens, target="predicted")
+    grad = importance.get("gradient")                     # by name, as configs do
+    rand = importance.get("random")(None, tokens, key=jax.random.key(0))   # model-free
+
+Every measure is called as ``fn(model, tokens, *, target=None, aux_tokens=None, key=None)`` and
+works inside ``jax.jit`` / ``nnx.jit`` and under ``jax.vmap`` (see :mod:`.base` for targets, keys
+and precision). :func:`get` accepts the original's spellings (``integrated-gradient``,
+``times-input-gradient``, ``mutual-information``) and the options of each measure by name.
+
+======================  ====================================  =======================================
+name                    factory                               options
+======================  ====================================  =======================================
+random                  :func:`random_baseline`               (key at call time)
+mutual_information      :func:`mutual_information`            ``table`` (:func:`mutual_information_table`)
+attention               :func:`attention`                     -
+gradient                :func:`gradient`                      -
+input_times_gradient    :func:`input_times_gradient`          ``signed``
+integrated_gradient     :func:`integrated_gradients`          ``steps``, ``variant``, ``signed``, ``chunk_size``
+======================  ====================================  =======================================
+
+Model-based measures also take ``fast_path`` (use the model's linear-input fast path when it has one;
+default True) and ``precision`` (matmul precision; default ``"highest"``).
 """
 from __future__ import annotations
 
-import functools
+import dataclasses
 
-import jax
+from nlproar_jax.importance.attention import Attention
+from nlproar_jax.importance.gradients import Gradient, InputTimesGradient, IntegratedGradients
+from nlproar_jax.importance.mutual_information import MutualInformation, mutual_information_table
+from nlproar_jax.importance.random_baseline import Random
+from nlproar_jax.names import IG_VARIANTS, MEASURE_ALIASES, MEASURES, MODEL_FREE, canonical_measure
 
-from nlproar_jax.importance.measures import (
-    ImportanceOptions,
-    attention_importance,
-    gradient_importance,
-    input_times_gradient_importance,
-    integrated_gradient_completeness,
-    integrated_gradient_importance,
-    integrated_gradient_terms,
-    mutual_information_importance,
-    random_importance,
-)
-from nlproar_jax.importance.mutual_information import mutual_information_table
-from flax import nnx
+# Factories, named as users call them (each is the measure's class: keyword options in, measure out).
+random_baseline = Random
+mutual_information = MutualInformation
+attention = Attention
+gradient = Gradient
+input_times_gradient = InputTimesGradient
+integrated_gradients = IntegratedGradients
 
-from nlproar_jax.names import IG_VARIANTS, MEASURE_ALIASES as ALIASES, canonical_measure  # noqa: F401
+REGISTRY = {cls.name: cls for cls in (Random, MutualInformation, Attention, Gradient, InputTimesGradient,
+                                      IntegratedGradients)}
+assert tuple(REGISTRY) == tuple(sorted(REGISTRY, key=MEASURES.index)) and set(REGISTRY) == set(MEASURES)
 
-MEASURES = {
-    "random": random_importance,
-    "mutual_information": mutual_information_importance,
-    "attention": attention_importance,
-    "gradient": gradient_importance,
-    "input_times_gradient": input_times_gradient_importance,
-    "integrated_gradient": integrated_gradient_importance,
-}
-@functools.partial(jax.jit, static_argnames=("measure", "graphdef", "options"))
-def compute_importance(measure: str, graphdef, params, batch, key, options: ImportanceOptions, table=None):
-    """``<float32>[batch, seq_len]`` importance of every main-sequence position.
 
-    Args:
-      measure: a canonical name (see :func:`canonical_measure`).
-      graphdef, params: the model, from ``nnx.split``.
-      batch: a :class:`~nlproar_jax.data.batching.Batch`.
-      key: PRNG key (used by ``random`` only).
-      options: :class:`ImportanceOptions` (static).
-      table: ``<float32>[vocab]`` for ``mutual_information``, else None.
+def options_of(name: str) -> tuple[str, ...]:
+    """The option names :func:`get` accepts for measure ``name`` (either spelling)."""
+    return tuple(f.name for f in dataclasses.fields(REGISTRY[canonical_measure(name)]))
+
+
+def get(name: str, **options):
+    """The measure called ``name`` (canonical or the original's spelling) with ``options``.
+
+    Raises ``ValueError`` naming the valid measures for an unknown name and the valid options for an
+    unknown option; ``mutual_information`` needs ``table=``.
     """
-    model = nnx.merge(graphdef, params)
-    return MEASURES[measure](model, batch, key, options, table)
+    cls = REGISTRY[canonical_measure(name)]
+    valid = options_of(cls.name)
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown option{'s' if len(unknown) > 1 else ''} {unknown} for measure {cls.name!r}; "
+                         f"valid: {list(valid) or 'none'}")
+    if cls is MutualInformation and "table" not in options:
+        raise ValueError("mutual_information needs table=mutual_information_table(train_tokens, labels, "
+                         "vocab_size, num_classes), built from a training split")
+    return cls(**options)
 
 
 __all__ = [
-    "ALIASES", "IG_VARIANTS", "MEASURES", "ImportanceOptions", "attention_importance", "canonical_measure",
-    "compute_importance", "gradient_importance", "input_times_gradient_importance",
-    "integrated_gradient_completeness", "integrated_gradient_importance", "integrated_gradient_terms",
-    "mutual_information_importance", "mutual_information_table", "random_importance",
+    "Attention", "Gradient", "IG_VARIANTS", "InputTimesGradient", "IntegratedGradients", "MEASURES",
+    "MEASURE_ALIASES", "MODEL_FREE", "MutualInformation", "REGISTRY", "Random", "attention", "canonical_measure",
+    "get", "gradient", "input_times_gradient", "integrated_gradients", "mutual_information",
+    "mutual_information_table", "options_of", "random_baseline",
 ]

@@ -1,4 +1,4 @@
-"""The mutual-information measure's table, built once from a training split.
+"""The mutual-information measure and its table, built once from a training split (no model).
 
 The original (``importance_measures/mutual_information.py``): binary presence of
 each word per document; every count starts at 1 (one fake document per class
@@ -12,10 +12,16 @@ ranks NaN first); we use ``0 * log 0 = 0``.
 """
 from __future__ import annotations
 
+import dataclasses
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from nlproar_jax.data.dataset import Ragged
 from nlproar_jax.data.tokens import CLS, EOS, PAD
+from nlproar_jax.importance.base import measure_dataclass
 
 
 def presence_counts(main: Ragged, labels: np.ndarray, vocab_size: int, num_classes: int) -> np.ndarray:
@@ -50,3 +56,17 @@ def mutual_information_table(main: Ragged, labels: np.ndarray, vocab_size: int, 
           + _cell(n01, n_w0, n_c1, total) + _cell(n00, n_w0, n_c0, total))
     mi[[PAD, CLS, EOS], :] = 0.0
     return (mi * (n_class / total)).sum(axis=1).astype(np.float32)
+
+
+@measure_dataclass
+class MutualInformation:
+    """``table[token]``: a dataset-level score per word (:func:`mutual_information_table`); needs no
+    model. The table is a pytree leaf, so a new table does not recompile a jitted caller."""
+
+    name: ClassVar[str] = "mutual_information"
+    table: jax.Array = dataclasses.field(metadata={"leaf": True})
+
+    def __call__(self, model, tokens, *, target=None, aux_tokens=None, key=None) -> jax.Array:
+        """``<f32>[B, T]``; ``model`` may be None."""
+        del model, target, aux_tokens, key
+        return jnp.take(jnp.asarray(self.table, jnp.float32), jnp.asarray(tokens), axis=0)

@@ -13,11 +13,14 @@ import time
 
 import jax
 import numpy as np
+from flax import nnx
 
 from nlproar_jax.data.dataset import TaskData, atomic_save_npz
-from nlproar_jax.importance import ImportanceOptions, mutual_information_table
-from nlproar_jax.models import build_model, split as split_model
-from nlproar_jax.names import Experiment, Paths
+
+from nlproar_jax import importance
+from nlproar_jax.importance import mutual_information_table
+from nlproar_jax.models import build_from_config, split as split_model
+from nlproar_jax.names import MODEL_FREE, Experiment, Paths
 from nlproar_jax.roar.scores import importance_over_split, mask_split
 from nlproar_jax.training import checkpointing
 
@@ -29,14 +32,8 @@ class MissingReferenceError(RuntimeError):
 
 
 def init_model(config, data: TaskData, seed: int):
-    """The task's freshly initialised model for ``seed``: ``(model, graphdef, params)``."""
-    from nlproar_jax.data.embeddings import embedding_matrix  # optional vectors packages load lazily
-
-    matrix = embedding_matrix(data.vocab, config.embedding, dim=int(config.embedding_dim),
-                              oov=config.embedding_oov, seed=seed)
-    model = build_model(paired=data.paired, vocab_size=len(data.vocab), num_classes=data.num_classes,
-                        embedding_dim=int(matrix.shape[1]), hidden_size=int(config.hidden_size), seed=seed,
-                        embedding=matrix)
+    """The task's freshly initialised model for ``seed`` (``config.model``): ``(model, graphdef, params)``."""
+    model = build_from_config(config, data, seed)
     graphdef, params = split_model(model)
     return model, graphdef, params
 
@@ -61,16 +58,31 @@ def _missing(what: str, exp: Experiment, ref: Experiment, config) -> MissingRefe
         f" --config.persistent_dir={config.persistent_dir}")
 
 
+def token_rules(config, data: TaskData):
+    """``(maskable, mask_token)`` of the task's model: which positions ROAR may mask and the id it
+    writes. Read off an abstract model (shapes only: no parameter is initialised)."""
+    model = nnx.eval_shape(lambda: build_from_config(config, data, 0))
+    return model.maskable, model.mask_token
+
+
 def load_trained(paths: Paths, ref: Experiment, config, data: TaskData):
-    """``(graphdef, params)`` of a finished run."""
+    """The trained model of a finished run."""
     _, graphdef, template = init_model(config, data, ref.seed)
     params, _ = checkpointing.load_params(paths.model(ref), template)
-    return graphdef, params
+    return nnx.merge(graphdef, params)
 
 
-def importance_options(config, exp: Experiment) -> ImportanceOptions:
-    return ImportanceOptions(ig_steps=exp.ig_steps, ig_variant=exp.ig_variant,
-                             ig_chunk_size=int(config.ig_chunk_size))
+def experiment_measure(exp: Experiment, config, ref_data: TaskData):
+    """The importance measure ``exp`` masks by (:func:`nlproar_jax.importance.get`), with its options;
+    mutual information gets its table from the reference data's training split."""
+    if exp.measure == "mutual_information":
+        train = ref_data.splits["train"]
+        return importance.get(exp.measure, table=mutual_information_table(
+            train.main, train.labels, len(ref_data.vocab), ref_data.num_classes))
+    if exp.measure == "integrated_gradient":
+        return importance.get(exp.measure, steps=exp.ig_steps, variant=exp.ig_variant,
+                              chunk_size=int(config.ig_chunk_size))
+    return importance.get(exp.measure)
 
 
 def reference_importance(paths: Paths, exp: Experiment, ref: Experiment, ref_data: TaskData, config
@@ -80,24 +92,18 @@ def reference_importance(paths: Paths, exp: Experiment, ref: Experiment, ref_dat
     if os.path.exists(path):
         with np.load(path) as z:
             return {name: z[name] for name in ref_data.splits}
-    graphdef = params = table = None
-    if exp.measure in ("random", "mutual_information"):  # model-free: only the data is needed
-        _, graphdef, params = init_model(config, ref_data, ref.seed)
-    elif not checkpointing.params_exist(paths.model(ref)):
-        raise _missing("trained model", exp, ref, config)
-    else:
-        graphdef, params = load_trained(paths, ref, config, ref_data)
-    if exp.measure == "mutual_information":
-        train = ref_data.splits["train"]
-        table = mutual_information_table(train.main, train.labels, len(ref_data.vocab), ref_data.num_classes)
-    options = importance_options(config, exp)
+    model = None  # model-free measures need only the data
+    if exp.measure not in MODEL_FREE:
+        if not checkpointing.params_exist(paths.model(ref)):
+            raise _missing("trained model", exp, ref, config)
+        model = load_trained(paths, ref, config, ref_data)
+    measure = experiment_measure(exp, config, ref_data)
     scores = {}
     for i, (name, split) in enumerate(ref_data.splits.items()):
         t0 = time.perf_counter()
         key = jax.random.fold_in(jax.random.key(ref.seed), i)
-        scores[name] = importance_over_split(graphdef, params, split, exp.measure, key=key, options=options,
-                                             batch_size=int(config.batch_size),
-                                             hidden_size=int(config.hidden_size), table=table)
+        scores[name] = importance_over_split(model, split, measure, key=key, batch_size=int(config.batch_size),
+                                             hidden_size=int(config.hidden_size))
         log.info("importance %s on %s/%s: %d examples in %.1fs", exp.measure_tag, ref.id, name, len(split),
                  time.perf_counter() - t0)
     atomic_save_npz(path, scores)
@@ -105,7 +111,8 @@ def reference_importance(paths: Paths, exp: Experiment, ref: Experiment, ref_dat
 
 
 def masked_data(paths: Paths, exp: Experiment, base_data: TaskData, config) -> TaskData:
-    """The dataset run ``exp`` trains on: its reference's data with k' more tokens per row masked."""
+    """The dataset run ``exp`` trains on: its reference's data with k' more tokens per row masked, by
+    the task model's rules (``maskable``, ``mask_token``)."""
     ref = exp.reference()
     if ref.is_base:
         ref_data = base_data
@@ -114,6 +121,8 @@ def masked_data(paths: Paths, exp: Experiment, base_data: TaskData, config) -> T
     else:
         raise _missing("masked dataset", exp, ref, config)
     scores = reference_importance(paths, exp, ref, ref_data, config)
-    splits = {name: mask_split(split, scores[name], exp.k, exp.strategy, int(config.batch_size))
+    maskable, mask_token = token_rules(config, ref_data)
+    splits = {name: mask_split(split, scores[name], exp.k, exp.strategy, int(config.batch_size),
+                               maskable=maskable, mask_token=mask_token)
               for name, split in ref_data.splits.items()}
     return ref_data.replace_splits(splits)

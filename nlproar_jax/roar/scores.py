@@ -1,20 +1,25 @@
 """Importance over a whole split, and ROAR masking of a whole split (length-bucketed batches).
 
 Scores are ragged like the split: one float per main-sequence position, aligned with
-``split.main.values``.
+``split.main.values``. Both work for any classifier (:mod:`nlproar_jax.models.protocol`) and any
+measure of :mod:`nlproar_jax.importance`; the measure explains each row's gold label, as the
+original's measures do.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+import functools
+from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 from nlproar_jax.data.batching import eval_batches
 from nlproar_jax.data.dataset import Ragged, Split
-from nlproar_jax.importance import ImportanceOptions, compute_importance
+from nlproar_jax.data.tokens import MASK
+from nlproar_jax.importance import IntegratedGradients
 from nlproar_jax.roar.masking import roar_mask
 
 # Bytes of autodiff residuals one IG interpolation point keeps per (row, position, hidden unit).
@@ -23,7 +28,8 @@ _IG_BYTES_PER_ROW_POS_UNIT = 4 * 32
 
 def ig_chunk_size(batch: int, seq_len: int, hidden: int, steps: int, budget_bytes: Optional[int] = None) -> int:
     """Interpolation points to vmap at once so one chunk stays under ``budget_bytes``
-    (default: a quarter of the device's memory limit when known, else 1 GiB)."""
+    (default: a quarter of the device's memory limit when known, else 1 GiB). The estimate is the
+    BiLSTM's (per point: the recurrence's residuals, ``hidden`` units per direction)."""
     if budget_bytes is None:
         budget_bytes = 1 << 30
         stats = jax.devices()[0].memory_stats() or {}
@@ -33,28 +39,52 @@ def ig_chunk_size(batch: int, seq_len: int, hidden: int, steps: int, budget_byte
     return int(max(1, min(steps, budget_bytes // max(per_point, 1))))
 
 
-def importance_over_split(graphdef, params, split: Split, measure: str, *, key, options: ImportanceOptions,
-                          batch_size: int, hidden_size: int, table=None) -> np.ndarray:
-    """``<float32>[total tokens]``: a score per main-sequence position, aligned with ``split.main.values``."""
+@functools.partial(jax.jit, static_argnames=("graphdef",))
+def score_batch(measure, graphdef, params, tokens, target, aux_tokens, key, index) -> jax.Array:
+    """``<f32>[B, T]``: ``measure`` on one batch. ``graphdef``/``params``: the model from ``nnx.split``
+    (None for model-free measures); row ``i`` draws random numbers from ``fold_in(key, index[i])``, so
+    random scores depend on the example, never on its batch. Compiled once per measure options,
+    model structure and batch shape."""
+    model = None if graphdef is None else nnx.merge(graphdef, params)
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(index)
+    return measure(model, tokens, target=target, aux_tokens=aux_tokens, key=keys)
+
+
+def importance_over_split(model, split: Split, measure, *, key, batch_size: int,
+                          hidden_size: Optional[int] = None) -> np.ndarray:
+    """``<float32>[total tokens]``: ``measure``'s score per main-sequence position of ``split``
+    (explaining each row's gold label), aligned with ``split.main.values``.
+
+    ``model``: a classifier, or None for model-free measures. ``hidden_size``: with integrated
+    gradients whose ``chunk_size`` is 0, pick the chunk from the device's memory
+    (:func:`ig_chunk_size`) for a BiLSTM of this width; None evaluates every point at once.
+    """
+    graphdef, params = (None, None) if model is None else nnx.split(model)
     scores = Ragged(np.zeros(len(split.main.values), np.float32), split.main.offsets)
     for batch in eval_batches(split, batch_size):
-        opts = options
-        if measure == "integrated_gradient" and options.ig_chunk_size == 0:
-            chunk = ig_chunk_size(batch.tokens.shape[0], batch.tokens.shape[1], hidden_size, options.ig_steps)
-            opts = dataclasses.replace(options, ig_chunk_size=chunk)
-        s = np.asarray(compute_importance(measure, graphdef, params, batch, key, opts, table))
+        fn = measure
+        if isinstance(measure, IntegratedGradients) and measure.chunk_size == 0 and hidden_size:
+            chunk = ig_chunk_size(batch.tokens.shape[0], batch.tokens.shape[1], hidden_size, measure.steps)
+            fn = dataclasses.replace(measure, chunk_size=chunk)
+        s = np.asarray(score_batch(fn, graphdef, params, batch.tokens, batch.labels, batch.aux_tokens, key,
+                                   batch.index))
         real = batch.weight > 0
         scores.set_rows(batch.index[real].astype(np.int64), s[real])
     return scores.values
 
 
-def mask_split(split: Split, scores: np.ndarray, k: int, strategy: str, batch_size: int) -> Split:
-    """``split`` with each row's top-k' tokens by ``scores`` (aligned with ``main.values``) set to [MASK]."""
+def mask_split(split: Split, scores: np.ndarray, k: int, strategy: str, batch_size: int, *,
+               maskable: Optional[Callable] = None, mask_token: int = MASK) -> Split:
+    """``split`` with each row's top-k' maskable tokens by ``scores`` (aligned with ``main.values``)
+    replaced by ``mask_token``. ``maskable``: ``tokens <int32>[B, T] -> <bool>[B, T]``, the model's
+    rule (``model.maskable``); None = the BiLSTM vocabulary's."""
     score_rows = Ragged(scores, split.main.offsets)
     main = split.main.copy()
     for batch in eval_batches(split, batch_size):
         s = score_rows.pad(batch.index.astype(np.int64), batch.tokens.shape[1])
-        masked = np.asarray(roar_mask(batch.tokens, s, jnp.int32(k), strategy))
+        allowed = None if maskable is None else jnp.asarray(maskable(jnp.asarray(batch.tokens)))
+        masked = np.asarray(roar_mask(batch.tokens, s, jnp.int32(k), strategy, maskable=allowed,
+                                      mask_token=mask_token))
         real = batch.weight > 0
         main.set_rows(batch.index[real].astype(np.int64), masked[real])
     return split.replace_main(main)
