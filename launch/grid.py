@@ -33,6 +33,8 @@ if _REPO_ROOT not in sys.path:  # run as a file: ``python launch/grid.py``
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from nlproar_jax.analysis.tables import format_roar_table, load_results  # noqa: E402
+from nlproar_jax.names import Paths  # noqa: E402
 from nlproar_jax.sweep import run_plan  # noqa: E402  (defines --config and --dry_run)
 from nlproar_jax.runtime.commandline import config_from_flags, setup_logging  # noqa: E402
 
@@ -94,11 +96,11 @@ def main(argv) -> None:
     from launch import jobs as joblib
     from launch import slurm
     from nlproar_jax.roar.plan import plan_grid
-    from nlproar_jax.analysis.summary import format_roar_table, load_results
 
     FLAGS = flags.FLAGS
     config = config_from_flags()
     persistent_dir = os.path.abspath(config.persistent_dir)
+    paths = Paths(persistent_dir)
     try:
         plan = plan_grid(config)
     except ValueError as e:
@@ -119,9 +121,8 @@ def main(argv) -> None:
         return
     try:
         options = slurm.SlurmOptions(
-            script_dir=os.path.abspath(FLAGS.script_dir or os.path.join(
-                persistent_dir, "slurm", time.strftime("%Y%m%d-%H%M%S"))),
-            log_dir=os.path.abspath(FLAGS.slurm_log_dir or os.path.join(persistent_dir, "slurm", "logs")),
+            script_dir=os.path.abspath(FLAGS.script_dir or paths.slurm_launch(time.strftime("%Y%m%d-%H%M%S"))),
+            log_dir=os.path.abspath(FLAGS.slurm_log_dir or paths.slurm_logs),
             partition=FLAGS.partition, account=FLAGS.account, time=FLAGS.time, mem=FLAGS.mem, gpus=FLAGS.gpus,
             cpus=FLAGS.cpus, array_limit=FLAGS.array_limit, python=FLAGS.python, setup=FLAGS.setup)
     except ValueError as e:

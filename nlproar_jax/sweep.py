@@ -4,7 +4,9 @@
 
 The grid is ``config.grid`` (override any part: ``--config.grid.seeds=(0,1)``).
 Finished runs are skipped, so rerunning after an interruption continues where it
-stopped. All runs share one process, so jitted steps compile once.
+stopped. All runs share one process, so jitted steps compile once. The table is
+:func:`nlproar_jax.analysis.tables.format_roar_table`: a row per measure tag, so IG
+variants and step counts stay apart.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import time
 
 from absl import app, flags
 
+from nlproar_jax.analysis.tables import format_roar_table, load_results
 from nlproar_jax.runtime.commandline import config_from_flags, setup_logging  # defines --config
 
 flags.DEFINE_bool("dry_run", False, "Print the plan (one line per run, with what it waits for) and exit.")
@@ -25,7 +28,6 @@ def main(argv) -> None:
     setup_logging()
     log = logging.getLogger("nlproar_jax")
     from nlproar_jax.roar.plan import plan_grid
-    from nlproar_jax.analysis.summary import format_roar_table, load_results
 
     config = config_from_flags()
     try:

@@ -129,6 +129,39 @@ def test_seed_curves_share_base_and_random_baseline():
     assert curves[("synthetic", "random", "quantile", False)][0][100] == 0.5
 
 
+def test_roar_table_keeps_ig_variants_apart():
+    """Two IG settings at the same k are two rows (grouped by measure tag), not one averaged row."""
+    runs = [fake_result(test=0.9),
+            fake_result(k=10, measure="integrated_gradient", test=0.6, ig_steps=50, ig_variant="alpha_weighted"),
+            fake_result(k=10, measure="integrated_gradient", test=0.4, ig_steps=20, ig_variant="textbook",
+                        experiment_id="synthetic_rnn_s-0_y-integrated_gradient-20t_rs-quantile_k-10_r-0")]
+    rows = {line.split()[0]: line.split()[1:] for line in R.format_roar_table(runs).splitlines()
+            if line.startswith("integrated_gradient")}
+    assert rows == {"integrated_gradient-50a": ["classic", "0.900", "0.600"],
+                    "integrated_gradient-20t": ["classic", "0.900", "0.400"]}
+
+
+def test_roar_table_from_seed_curves():
+    text = R.format_roar_table(fake_grid())
+    lines = text.splitlines()
+    assert lines[0] == "synthetic: test macro_f1 (mean over seeds), quantile masking"
+    assert lines[1].split()[2:] == ["k=0%", "k=10%", "k=20%", "k=100%"]
+    rows = [line.split() for line in lines if line.startswith(("gradient", "random"))]
+    # random's classic curve is not repeated as a recursive row in the table
+    assert [r[:2] for r in rows[:3]] == [["gradient", "classic"], ["random", "classic"], ["gradient", "recursive"]]
+    assert rows[2][2:] == ["0.900", f"{0.6 - 0.02:.3f}", f"{0.5 - 0.02:.3f}"]  # mean over seeds 0, 1, 2
+    assert "count masking" in text
+    assert R.format_roar_table([]) == "(no ROAR runs finished yet)"
+
+
+def test_sweep_and_launcher_print_the_one_table():
+    from launch import grid
+    from nlproar_jax import sweep
+
+    assert sweep.format_roar_table is R.format_roar_table and grid.format_roar_table is R.format_roar_table
+    assert sweep.load_results is R.load_results and grid.load_results is R.load_results
+
+
 def test_summarize_matches_hand_computation():
     rows = R.summarize(fake_grid(), upto=(None, 20))
     by = {(r["measure_tag"], r["strategy"], r["roar"], r["upto"]): r for r in rows}

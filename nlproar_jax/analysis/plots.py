@@ -58,7 +58,7 @@ def plot_roar(curves: dict, *, task: str, strategy: str, metric: str, path: str)
 
     Args:
       curves: ``{(measure_tag, recursive): {seed: {k: test metric}}}`` for this task and strategy
-        (see :func:`nlproar_jax.results.seed_curves`; random's classic curve under both recursive
+        (see :func:`nlproar_jax.analysis.tables.seed_curves`; random's classic curve under both recursive
         values).
       metric: the reported metric's name, for the y label.
     """
@@ -116,14 +116,14 @@ def plot_roar(curves: dict, *, task: str, strategy: str, metric: str, path: str)
 
 def plot_all(results: Iterable[dict], out_dir: str, *, tasks: Optional[Iterable[str]] = None) -> list[str]:
     """``roar_<task>_<strategy>.png`` in ``out_dir`` for every task and strategy with runs; the paths."""
-    from nlproar_jax.analysis.tables import seed_curves
+    from nlproar_jax.analysis.tables import STRATEGY_ORDER, seed_curves
 
     results = list(results)
     metric = {r["task"]: r["reported_metric"] for r in results}
     curves = seed_curves(results)
     paths = []
     for task in sorted(tasks or {key[0] for key in curves}):
-        for strategy in ("quantile", "count"):
+        for strategy in STRATEGY_ORDER:
             sub = {(tag, rec): per_seed for (t, tag, s, rec), per_seed in curves.items()
                    if t == task and s == strategy}
             if not sub:

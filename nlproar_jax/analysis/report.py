@@ -1,30 +1,30 @@
 """One self-contained HTML report of a persistent dir: plots, summary, highlighted examples.
 
-  python -m nlproar_jax.analysis.report --persistent-dir runs/synthetic [--out report.html]
-  python -m nlproar_jax.results --persistent-dir runs/synthetic --report   # the same, with the CSVs
+  python -m nlproar_jax.results --persistent-dir runs/synthetic --report   # -> <persistent-dir>/export/report.html
 
-The file needs nothing else to open offline: the PNG plots are embedded as
-base64 data URIs and the styles are inline. It shows the ROAR plots, the
-faithfulness summary, the mean test metric per k, and a few test examples
-(deterministic sample) with each token coloured by each measure's importance
-under the base model (``cache/importance/<base id>__<measure tag>.npz``, key
-``test``). Where recursive runs kept their masked data
-(``runs/<id>/masked_dataset.npz``) the first example is also shown as masked at
-a few k. Every token and label goes through :func:`html.escape`.
+:func:`write_report` is the library call behind ``--report``. The file needs
+nothing else to open offline: the PNG plots are embedded as base64 data URIs
+and the styles are inline. It shows the ROAR plots, the faithfulness summary,
+the mean test metric per k, and a few test examples (deterministic sample) with
+each token coloured by each measure's importance under the base model (the
+importance file each run records, :meth:`nlproar_jax.names.Paths.importance`,
+key ``test``). Where recursive runs kept their masked data
+(:meth:`nlproar_jax.names.Paths.masked_dataset`) the first example is also
+shown as masked at a few k. Every token and label goes through :func:`html.escape`.
 """
 from __future__ import annotations
 
-import argparse
 import base64
 import html
 import os
-import sys
 import tempfile
 from typing import Optional, Sequence
 
 import numpy as np
 
 from nlproar_jax.data.tokens import CLS, EOS, FIRST_ELIGIBLE, MASK, PAD, UNK
+from nlproar_jax.analysis.tables import format_roar_table, load_results, measure_tag, summarize
+from nlproar_jax.names import Paths
 
 HIGHLIGHT_RGB = (230, 85, 13)  # importance colour; alpha carries the score
 TOP_QUANTILE = 10  # tokens in the top 10% are bold: what classic ROAR masks first
@@ -159,8 +159,6 @@ def sample_examples(lengths: np.ndarray, n: int, *, seed: int = 0, max_tokens: i
 def _base_runs(results: Sequence[dict]) -> dict:
     """``{task: (base result, {measure_tag: importance path relative to persistent_dir})}`` for the lowest
     seed of each task whose base run finished."""
-    from nlproar_jax.analysis.tables import measure_tag
-
     out = {}
     for base in sorted((r for r in results if r["k"] == 0), key=lambda r: (r["task"], r["seed"])):
         if base["task"] in out:
@@ -176,13 +174,12 @@ def _base_runs(results: Sequence[dict]) -> dict:
 def _masked_runs(results: Sequence[dict], base: dict, root: str, per_measure: int = 4) -> dict:
     """``{measure_tag: [(k, masked dataset path)]}``: a few recursive quantile steps of ``base``'s seed
     whose masked data exists, spread over the chain."""
-    from nlproar_jax.analysis.tables import measure_tag
-
     chains: dict = {}
+    paths = Paths(root)
     for r in results:
         if (r["task"] == base["task"] and r["seed"] == base["seed"] and r.get("recursive")
                 and r["strategy"] == "quantile"):
-            path = os.path.join(root, "runs", r["experiment_id"], "masked_dataset.npz")
+            path = paths.masked_dataset(r["experiment_id"])
             if os.path.exists(path):
                 chains.setdefault(measure_tag(r), []).append((r["k"], path))
     out = {}
@@ -202,7 +199,7 @@ def examples_html(persistent_dir: str, results: Sequence[dict], *, n_examples: i
     for task, (base, files) in sorted(_base_runs(results).items()):
         parts.append(f"<h3>{html.escape(task)} &mdash; importance under base model "
                      f"<code>{html.escape(base['experiment_id'])}</code></h3>")
-        data_path = os.path.join(persistent_dir, "cache", "datasets", f"{base.get('dataset_key')}.npz")
+        data_path = Paths(persistent_dir).dataset(str(base.get("dataset_key")))
         if not os.path.exists(data_path):
             parts.append(f'<p class="note">Encoded dataset {html.escape(data_path)} not found: no examples.</p>')
             continue
@@ -266,8 +263,6 @@ def _masked_example_html(words, row: int, masked: dict) -> str:
 def render_report(persistent_dir: str, *, results: Sequence[dict], summary: Sequence[dict],
                   plot_paths: Sequence[str], n_examples: int = 5, seed: int = 0) -> str:
     """The whole report as one HTML string (no external references)."""
-    from nlproar_jax.analysis.summary import format_roar_table
-
     tasks = sorted({r["task"] for r in results})
     devices = sorted({str(r.get("device")) for r in results})
     hours = sum(sum(r.get("seconds", {}).values()) for r in results) / 3600
@@ -304,9 +299,6 @@ def write_report(persistent_dir: str, path: str, *, results: Optional[Sequence[d
                  summary: Optional[Sequence[dict]] = None, plot_paths: Optional[Sequence[str]] = None,
                  n_examples: int = 5, seed: int = 0) -> str:
     """Write the report for ``persistent_dir`` to ``path``; computes whatever is not passed in."""
-    from nlproar_jax.analysis.tables import summarize
-    from nlproar_jax.analysis.summary import load_results
-
     results = list(results) if results is not None else load_results(persistent_dir)
     if not results:
         raise FileNotFoundError(f"no results/*.json under {persistent_dir!r}: nothing to report")
@@ -323,23 +315,3 @@ def write_report(persistent_dir: str, path: str, *, results: Optional[Sequence[d
         f.write(page)
     return path
 
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nlproar_jax.analysis.report", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--persistent-dir", required=True, help="the runs' persistent_dir (holds results/*.json)")
-    parser.add_argument("--out", default=None, help="HTML file (default: <persistent-dir>/export/report.html)")
-    parser.add_argument("--examples", type=int, default=5, help="test examples to show per task")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the example sample")
-    args = parser.parse_args(argv)
-    out = args.out or os.path.join(args.persistent_dir, "export", "report.html")
-    try:
-        write_report(args.persistent_dir, out, n_examples=args.examples, seed=args.seed)
-    except FileNotFoundError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"wrote {out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,22 +1,28 @@
-"""Finished runs as tables: one row per run, ROAR curves per seed, the faithfulness summary.
+"""Finished runs as tables: one row per run, ROAR curves per seed, the ROAR table, the faithfulness summary.
 
-The library behind ``python -m nlproar_jax.results`` (:func:`export` writes everything).
-Needs numpy, scipy and matplotlib; not JAX.
+Everything that reads runs back lives here once: :func:`load_results` reads ``results/*.json``,
+:func:`seed_curves` is the one curve builder (keyed by the full measure tag, so IG variants and
+step counts stay apart) behind the summary, the plots, the report and the table
+:func:`format_roar_table` that ``python -m nlproar_jax.sweep`` prints; :func:`export` writes
+everything for ``python -m nlproar_jax.results``. Needs numpy, scipy and matplotlib; not JAX.
 """
 from __future__ import annotations
 
 import collections
 import csv
+import glob
 import json
 import math
 import os
 from typing import Iterable, Optional, Sequence
 
+import numpy as np
+
+from nlproar_jax.names import Paths
 from nlproar_jax.names import measure_tag as experiment_measure_tag
 from nlproar_jax.analysis.faithfulness import FULL_MASK_K, MeanCI, faithfulness, mean_ci
-from nlproar_jax.analysis.summary import load_results
 
-STRATEGIES = ("quantile", "count")
+STRATEGY_ORDER = ("quantile", "count")  # the order tables and plots show the strategies (names.STRATEGIES)
 BASELINE = "random"
 # How each strategy's k maps to the x axis of the area, and the level where all curves meet.
 X_SCALE = {"quantile": 100.0, "count": 1.0}
@@ -26,6 +32,15 @@ ID_COLUMNS = ("experiment_id", "reference_id", "dataset_key", "task", "model", "
               "strategy", "k", "recursive", "roar", "step", "ig_steps", "ig_variant")
 RUN_COLUMNS = ("reported_metric", "test_reported", "val_reported", "monitor", "best_epoch", "epochs", "train_size")
 TAIL_COLUMNS = ("device", "device_count", "hostname", "notes")
+
+
+def load_results(persistent_dir: str) -> list[dict]:
+    """Every finished run's result under ``persistent_dir`` (:attr:`Paths.results_dir`), sorted by experiment id."""
+    out = []
+    for path in sorted(glob.glob(os.path.join(Paths(persistent_dir).results_dir, "*.json"))):
+        with open(path) as f:
+            out.append(json.load(f))
+    return out
 
 
 def measure_tag(result: dict) -> str:
@@ -101,12 +116,14 @@ def _csv_value(value):
 CurveKey = tuple  # (task, measure_tag, strategy, recursive: bool)
 
 
-def seed_curves(results: Iterable[dict]) -> dict[CurveKey, dict[int, dict[int, float]]]:
+def seed_curves(results: Iterable[dict], *, random_as_recursive: bool = True
+                ) -> dict[CurveKey, dict[int, dict[int, float]]]:
     """``{(task, measure_tag, strategy, recursive): {seed: {k: test metric}}}``.
 
-    Each seed's k = 0 base run is entered as k = 0 of every curve of its task and seed. Random's
-    classic curve also stands in as its recursive curve (random importance ignores the model), so
-    recursive panels and summaries compare against it, as in the original.
+    Each seed's k = 0 base run is entered as k = 0 of every curve of its task and seed. With
+    ``random_as_recursive`` random's classic curve also stands in as its recursive curve (random
+    importance ignores the model), so recursive panels and summaries compare against it, as in the
+    original.
     """
     results = list(results)
     base = {(r["task"], r["seed"]): reported(r) for r in results if r["k"] == 0}
@@ -116,7 +133,7 @@ def seed_curves(results: Iterable[dict]) -> dict[CurveKey, dict[int, dict[int, f
             continue
         curves[(r["task"], measure_tag(r), r["strategy"], bool(r["recursive"]))][r["seed"]][r["k"]] = reported(r)
     for (task, tag, strategy, recursive), per_seed in list(curves.items()):
-        if tag == BASELINE and not recursive and (task, tag, strategy, True) not in curves:
+        if random_as_recursive and tag == BASELINE and not recursive and (task, tag, strategy, True) not in curves:
             curves[(task, tag, strategy, True)] = per_seed
     out = {}
     for key, per_seed in curves.items():
@@ -133,6 +150,35 @@ def mean_curve(per_seed: dict[int, dict[int, float]]) -> dict[int, MeanCI]:
     """``{k: MeanCI}`` over the seeds that have each k."""
     ks = sorted({k for curve in per_seed.values() for k in curve})
     return {k: mean_ci([curve[k] for curve in per_seed.values() if k in curve]) for k in ks}
+
+
+def format_roar_table(results: Iterable[dict]) -> str:
+    """A text table per task and strategy: one row per (measure tag, classic|recursive), the reported
+    test metric per k, mean over the seeds that have it (from :func:`seed_curves`)."""
+    results = list(results)
+    curves = seed_curves(results, random_as_recursive=False)
+    if not curves:
+        return "(no ROAR runs finished yet)"
+    metric = {r["task"]: r["reported_metric"] for r in results}
+    lines = []
+    for task in sorted({key[0] for key in curves}):
+        for strategy in STRATEGY_ORDER:
+            keys = sorted((key for key in curves if key[0] == task and key[2] == strategy),
+                          key=lambda key: (key[3], key[1]))
+            if not keys:
+                continue
+            ks = sorted({k for key in keys for curve in curves[key].values() for k in curve})
+            unit = "%" if strategy == "quantile" else ""
+            head = f"{'measure':<26}{'roar':<10}" + "".join(f"{f'k={k}{unit}':>9}" for k in ks)
+            lines += [f"{task}: test {metric[task]} (mean over seeds), {strategy} masking", head, "-" * len(head)]
+            for key in keys:
+                row = f"{key[1]:<26}{'recursive' if key[3] else 'classic':<10}"
+                for k in ks:
+                    vals = [curve[k] for curve in curves[key].values() if k in curve]
+                    row += f"{np.mean(vals):>9.3f}" if vals else f"{'':>9}"
+                lines.append(row.rstrip())
+            lines.append("")
+    return "\n".join(lines).rstrip()
 
 
 # -- the faithfulness summary ---------------------------------------------------------------
@@ -232,7 +278,7 @@ def export(persistent_dir: str, out_dir: Optional[str] = None, *, upto: Sequence
     if not results:
         raise FileNotFoundError(f"no results/*.json under {persistent_dir!r}: nothing to export "
                                 "(run nlproar_jax.train or nlproar_jax.sweep with --config.persistent_dir first)")
-    out_dir = out_dir or os.path.join(persistent_dir, "export")
+    out_dir = out_dir or Paths(persistent_dir).export_dir
     os.makedirs(out_dir, exist_ok=True)
     written = {}
     columns, rows = results_table(results)

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from nlproar_jax.names import DEFAULT_STEP, Experiment
-from nlproar_jax.importance import canonical_measure
+from nlproar_jax.names import DEFAULT_STEP, Experiment, canonical_measure
 
 
 @dataclasses.dataclass(frozen=True)
