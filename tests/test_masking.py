@@ -68,3 +68,24 @@ def test_one_compile_for_every_k():
 def test_unknown_strategy_names_the_valid_ones():
     with pytest.raises(ValueError, match="count.*quantile"):
         roar_mask(ROWS, np.zeros(ROWS.shape, np.float32), 1, "topk")
+
+
+def test_masked_count_is_k_prime_per_row():
+    from nlproar_jax.roar.masking import masked_count
+
+    maskable = jnp.asarray(ROWS >= MASK)
+    n = np.asarray(maskable).sum(1)  # 10, 4, 1, 6
+    np.testing.assert_array_equal(masked_count(maskable, 3, "count"), np.minimum(3, n))
+    np.testing.assert_array_equal(masked_count(maskable, 50, "quantile"), (50 * n) // 100)
+    with pytest.raises(ValueError, match="valid"):
+        masked_count(maskable, 3, "top")
+
+
+def test_a_models_own_maskable_positions_and_mask_id():
+    """Another vocabulary (e.g. a transformer's: mask id 103, specials chosen by the model) masks only
+    where the model allows, writes its mask id, and keeps its earlier masks."""
+    tokens = np.array([[101, 7, 103, 9, 11, 102, 0], [101, 12, 13, 102, 0, 0, 0]], np.int32)
+    maskable = (tokens != 0) & (tokens != 101) & (tokens != 102)
+    scores = np.arange(tokens.size, dtype=np.float32).reshape(tokens.shape)[:, ::-1].copy()  # earlier = higher
+    out = np.asarray(roar_mask(tokens, scores, 2, "count", maskable=jnp.asarray(maskable), mask_token=103))
+    np.testing.assert_array_equal(out, [[101, 103, 103, 9, 11, 102, 0], [101, 103, 103, 102, 0, 0, 0]])

@@ -308,3 +308,11 @@ def test_default_chunks_about_chunk_steps_per_chunk_on_every_backend():
     assert default_chunks(CHUNK_STEPS) == 1
     assert default_chunks(50) == 2
     assert default_chunks(250) == round(250 / CHUNK_STEPS) == 8
+
+
+def test_a_row_with_nothing_to_attend_gives_zero_attention_and_finite_logits(tiny_single):
+    """[CLS] [EOS] only: the original's softmax over all -inf gives NaN; masked_softmax gives 0 attention,
+    so the logits are the decoder's bias (documented in models/layers.py)."""
+    logits, alpha = tiny_single(np.array([[1, 2, 0]], np.int32))
+    assert np.all(np.asarray(alpha) == 0)
+    np.testing.assert_allclose(logits[0], tiny_single.decoder.bias[...], rtol=1e-6)

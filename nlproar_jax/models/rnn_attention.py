@@ -13,7 +13,9 @@ transposed, and runs the encoder's training path (``BiLSTM.encode``); the batch-
 ``logits_from_embeddings`` transposes once at its boundary.
 
 [PAD], [CLS] and [EOS] are never attended, and padding is never processed by the LSTM. No dropout
-(the original has none).
+(the original has none). ``lstm_impl`` picks the BiLSTM kernel of every encoder (``scan``, the
+reference and :func:`build_model`'s default; ``chunked``, tuned for XLA:CPU; ``auto``), see
+:mod:`nlproar_jax.models.bilstm`; :func:`from_config` builds the ``rnn`` model of a task config.
 """
 from __future__ import annotations
 
