@@ -21,14 +21,13 @@ from nlproar_jax.roar.masking import roar_mask
 MASK_ID = 3  # this test vocabulary's mask id; maskable = id >= 3 (as the task data's vocabulary)
 
 
-class BagOfEmbeddings(nnx.Module):
-    """``logits = W . mean of the maskable tokens' embeddings + b``: linear in the embeddings."""
+class _LookupEmbedding(nnx.Module):
+    """What both test models share: a lookup table, the task vocabulary's maskable ids and mask id."""
 
     mask_token = MASK_ID
 
-    def __init__(self, vocab_size: int, dim: int, num_classes: int, *, rngs: nnx.Rngs):
+    def __init__(self, vocab_size: int, dim: int, *, rngs: nnx.Rngs):
         self.table = nnx.Param(jax.random.normal(rngs.params(), (vocab_size, dim)))
-        self.head = nnx.Linear(dim, num_classes, rngs=rngs)
 
     def embed(self, tokens):
         return jnp.take(self.table[...], tokens, axis=0)
@@ -38,6 +37,14 @@ class BagOfEmbeddings(nnx.Module):
 
     def maskable(self, tokens):
         return tokens >= MASK_ID
+
+
+class BagOfEmbeddings(_LookupEmbedding):
+    """``logits = W . mean of the maskable tokens' embeddings + b``: linear in the embeddings."""
+
+    def __init__(self, vocab_size: int, dim: int, num_classes: int, *, rngs: nnx.Rngs):
+        super().__init__(vocab_size, dim, rngs=rngs)
+        self.head = nnx.Linear(dim, num_classes, rngs=rngs)
 
     def logits_from_embeddings(self, emb, tokens, aux_tokens=None):
         keep = self.maskable(tokens)[..., None].astype(emb.dtype)
@@ -45,26 +52,15 @@ class BagOfEmbeddings(nnx.Module):
         return self.head(mean), None
 
 
-class ConvAttention(nnx.Module):
+class ConvAttention(_LookupEmbedding):
     """Embeddings (zero at padding) -> 1-D convolution (width 3) -> tanh -> attention pooling over the
     maskable positions -> linear."""
 
-    mask_token = MASK_ID
-
     def __init__(self, vocab_size: int, dim: int, num_classes: int, *, rngs: nnx.Rngs):
-        self.table = nnx.Param(jax.random.normal(rngs.params(), (vocab_size, dim)))
+        super().__init__(vocab_size, dim, rngs=rngs)
         self.conv = nnx.Conv(dim, dim, kernel_size=(3,), padding="SAME", rngs=rngs)
         self.score = nnx.Linear(dim, 1, rngs=rngs)
         self.head = nnx.Linear(dim, num_classes, rngs=rngs)
-
-    def embed(self, tokens):
-        return jnp.take(self.table[...], tokens, axis=0)
-
-    def embedding_table(self):
-        return self.table[...]
-
-    def maskable(self, tokens):
-        return tokens >= MASK_ID
 
     def logits_from_embeddings(self, emb, tokens, aux_tokens=None):
         h = jnp.tanh(self.conv(emb * (tokens != 0)[..., None]))

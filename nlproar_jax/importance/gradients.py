@@ -60,15 +60,22 @@ def _use_fast_path(measure, model) -> bool:
     return measure.fast_path and has_fast_path(model)
 
 
-def _prepare(measure, model, tokens, target, aux_tokens):
-    require_model(model, measure.name)
-    tokens = jnp.asarray(tokens)
-    return tokens, resolve_target(model, tokens, target, aux_tokens)
+class _ExplainsModel:
+    """The calling convention of the gradient measures: checks the model, resolves ``target``, runs
+    :meth:`scores` under the measure's matmul precision."""
+
+    def __call__(self, model, tokens, *, target=None, aux_tokens=None, key=None) -> jax.Array:
+        """``<f32>[B, T]`` (see :mod:`nlproar_jax.importance.base`); ``key`` is not used."""
+        del key
+        require_model(model, self.name)
+        with precision_scope(self.precision):
+            tokens = jnp.asarray(tokens)
+            return self.scores(model, tokens, resolve_target(model, tokens, target, aux_tokens), aux_tokens)
 
 
 # -- the measures ----------------------------------------------------------------------------
 @measure_dataclass
-class Gradient:
+class Gradient(_ExplainsModel):
     """``||E g_t||_2``: the L2 norm over the vocabulary of ``d f_c / d onehot(x_t) = E g_t`` with
     ``g_t = d f_c / d e_t`` and ``E = model.embedding_table()`` (the original's definition),
     computed as ``sqrt(g^T (E^T E) g)``, never as ``B x T x V``."""
@@ -77,28 +84,25 @@ class Gradient:
     fast_path: bool = True
     precision: Optional[str] = DEFAULT_PRECISION
 
-    def __call__(self, model, tokens, *, target=None, aux_tokens=None, key=None) -> jax.Array:
-        """``<f32>[B, T]``, non-negative."""
-        del key
-        with precision_scope(self.precision):
-            tokens, target = _prepare(self, model, tokens, target, aux_tokens)
-            if not hasattr(model, "embedding_table"):
-                raise ValueError(f"the gradient measure ||E g|| needs {type(model).__name__}.embedding_table() "
-                                 "(the matrix embed() looks up); see nlproar_jax.models.protocol")
-            table = model.embedding_table()
-            gram = table.T @ table  # [D, D]
-            if _use_fast_path(self, model):
-                tokens_tm, proj, context = projection(model, tokens, aux_tokens)
-                g = projected_gradient(model, proj, tokens_tm, context, target) @ model.input_weights().T
-                sq = jnp.einsum("tbd,de,tbe->bt", g, gram, g)
-            else:
-                g = embedding_gradient(model, model.embed(tokens), tokens, aux_tokens, target)
-                sq = jnp.einsum("btd,de,bte->bt", g, gram, g)
-            return jnp.sqrt(jnp.maximum(sq, 0.0))
+    def scores(self, model, tokens, target, aux_tokens=None) -> jax.Array:
+        """``<f32>[B, T]``, non-negative; ``target <int32>[B]``."""
+        if not hasattr(model, "embedding_table"):
+            raise ValueError(f"the gradient measure ||E g|| needs {type(model).__name__}.embedding_table() "
+                             "(the matrix embed() looks up); see nlproar_jax.models.protocol")
+        table = model.embedding_table()
+        gram = table.T @ table  # [D, D]
+        if _use_fast_path(self, model):
+            tokens_tm, proj, context = projection(model, tokens, aux_tokens)
+            g = projected_gradient(model, proj, tokens_tm, context, target) @ model.input_weights().T
+            sq = jnp.einsum("tbd,de,tbe->bt", g, gram, g)
+        else:
+            g = embedding_gradient(model, model.embed(tokens), tokens, aux_tokens, target)
+            sq = jnp.einsum("btd,de,bte->bt", g, gram, g)
+        return jnp.sqrt(jnp.maximum(sq, 0.0))
 
 
 @measure_dataclass
-class InputTimesGradient:
+class InputTimesGradient(_ExplainsModel):
     """``|e_t . d f_c / d e_t|`` (``signed=True``: without the absolute value)."""
 
     name: ClassVar[str] = "input_times_gradient"
@@ -106,22 +110,19 @@ class InputTimesGradient:
     fast_path: bool = True
     precision: Optional[str] = DEFAULT_PRECISION
 
-    def __call__(self, model, tokens, *, target=None, aux_tokens=None, key=None) -> jax.Array:
-        """``<f32>[B, T]``."""
-        del key
-        with precision_scope(self.precision):
-            tokens, target = _prepare(self, model, tokens, target, aux_tokens)
-            if _use_fast_path(self, model):
-                tokens_tm, proj, context = projection(model, tokens, aux_tokens)
-                s = jnp.sum(proj * projected_gradient(model, proj, tokens_tm, context, target), axis=-1).T
-            else:
-                emb = model.embed(tokens)
-                s = jnp.sum(emb * embedding_gradient(model, emb, tokens, aux_tokens, target), axis=-1)
-            return s if self.signed else jnp.abs(s)
+    def scores(self, model, tokens, target, aux_tokens=None) -> jax.Array:
+        """``<f32>[B, T]``; ``target <int32>[B]``."""
+        if _use_fast_path(self, model):
+            tokens_tm, proj, context = projection(model, tokens, aux_tokens)
+            s = jnp.sum(proj * projected_gradient(model, proj, tokens_tm, context, target), axis=-1).T
+        else:
+            emb = model.embed(tokens)
+            s = jnp.sum(emb * embedding_gradient(model, emb, tokens, aux_tokens, target), axis=-1)
+        return s if self.signed else jnp.abs(s)
 
 
 @measure_dataclass
-class IntegratedGradients:
+class IntegratedGradients(_ExplainsModel):
     """Integrated gradients: right Riemann sum over ``steps`` points ``alpha_i = i / steps``,
     zero-embedding baseline on the main sequence (specials and [MASK] included; the auxiliary
     sequence is untouched), as the original.
@@ -178,16 +179,13 @@ class IntegratedGradients:
             return jnp.sum(emb * embedding_gradient(model, alpha * emb, tokens, aux_tokens, target), axis=-1)
         return jax.lax.map(point, self.alphas(), batch_size=chunk)
 
-    def _scores(self, terms):
+    def _combine(self, terms):
         s = jnp.einsum("n,nbt->bt", self.weights(), terms) / self.steps
         return s if self.signed else jnp.abs(s)
 
-    def __call__(self, model, tokens, *, target=None, aux_tokens=None, key=None) -> jax.Array:
-        """``<f32>[B, T]``."""
-        del key
-        with precision_scope(self.precision):
-            tokens, target = _prepare(self, model, tokens, target, aux_tokens)
-            return self._scores(self.terms(model, tokens, target, aux_tokens))
+    def scores(self, model, tokens, target, aux_tokens=None) -> jax.Array:
+        """``<f32>[B, T]``; ``target <int32>[B]``."""
+        return self._combine(self.terms(model, tokens, target, aux_tokens))
 
     def with_delta(self, model, tokens, *, target=None, aux_tokens=None) -> tuple[jax.Array, jax.Array]:
         """``(scores <f32>[B, T], delta <f32>[B])`` for textbook IG, where ``delta`` is the
@@ -195,11 +193,13 @@ class IntegratedGradients:
         (Captum's convergence delta): it shrinks as ``steps`` grows."""
         if self.variant != "textbook":
             raise ValueError("completeness holds for textbook integrated gradients only: use variant='textbook'")
+        require_model(model, self.name)
         with precision_scope(self.precision):
-            tokens, target = _prepare(self, model, tokens, target, aux_tokens)
+            tokens = jnp.asarray(tokens)
+            target = resolve_target(model, tokens, target, aux_tokens)
             terms = self.terms(model, tokens, target, aux_tokens)
             attribution_sum = jnp.einsum("n,nbt->b", self.weights(), terms) / self.steps
             emb = model.embed(tokens)
             logits = [model.logits_from_embeddings(x, tokens, aux_tokens)[0] for x in (emb, jnp.zeros_like(emb))]
             f_x, f_0 = (jnp.take_along_axis(lg, target[:, None], axis=1)[:, 0] for lg in logits)
-            return self._scores(terms), attribution_sum - (f_x - f_0)
+            return self._combine(terms), attribution_sum - (f_x - f_0)
