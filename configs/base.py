@@ -48,6 +48,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.ig_steps = 50
     c.ig_variant = "alpha_weighted"  # the original's form; "textbook" satisfies completeness
     c.ig_chunk_size = 0  # interpolation points per vmapped chunk; 0 = choose from memory
+    # Options of the other measures (nlproar_jax.importance.get names the valid ones): "samples=500" for
+    # the run's measure, or per measure for a whole grid: "lime:samples=500;smoothgrad:sigma=0.1". They
+    # enter run ids (lime-samples=500); chunk_size (memory only) does not.
+    c.measure_options = ""
     # --- the grid a sweep or launcher runs (the original's, ORIGINAL.md section 7) ---------------
     c.grid = ml_collections.ConfigDict()
     c.grid.seeds = (0, 1, 2, 3, 4)

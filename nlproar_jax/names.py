@@ -55,9 +55,18 @@ def task_spec(name: str) -> TaskSpec:
 
 # -- importance measures ---------------------------------------------------------------------
 MEASURES = ("random", "mutual_information", "attention", "gradient", "input_times_gradient",
-            "integrated_gradient")
+            "integrated_gradient",
+            # beyond the original: sampled gradients, perturbation, learned gates
+            "smoothgrad", "smoothgrad_times_input", "gradient_shap", "occlusion", "lime", "kernel_shap",
+            "diffmask")
+# The original's six (its grid, ORIGINAL.md section 7).
+ORIGINAL_MEASURES = MEASURES[:6]
 # Measures whose scores need no trained model.
 MODEL_FREE = ("random", "mutual_information")
+# Measures that draw random numbers (a key per row; the pipeline derives it from the example id).
+STOCHASTIC = ("random", "smoothgrad", "smoothgrad_times_input", "gradient_shap", "lime", "kernel_shap")
+# Measures trained on the explained model's training split before they score (importance precompute).
+LEARNED = ("diffmask",)
 # The original's spellings (nlp-roar-interpretability command lines and file names).
 MEASURE_ALIASES = {
     "mutual-information": "mutual_information",
@@ -67,6 +76,21 @@ MEASURE_ALIASES = {
     "integrated-gradient": "integrated_gradient",
     "integrated_gradients": "integrated_gradient",
     "integrated-gradients": "integrated_gradient",
+    # the usual spellings of the newer measures (Captum's class names, papers' names)
+    "smooth_grad": "smoothgrad",
+    "smooth-grad": "smoothgrad",
+    "smoothgrad-times-input": "smoothgrad_times_input",
+    "smoothgrad_x_input": "smoothgrad_times_input",
+    "gradient-shap": "gradient_shap",
+    "gradientshap": "gradient_shap",
+    "expected_gradients": "gradient_shap",
+    "expected-gradients": "gradient_shap",
+    "leave_one_out": "occlusion",
+    "leave-one-out": "occlusion",
+    "kernel-shap": "kernel_shap",
+    "kernelshap": "kernel_shap",
+    "diff_mask": "diffmask",
+    "diff-mask": "diffmask",
 }
 IG_VARIANTS = ("alpha_weighted", "textbook")
 
@@ -79,12 +103,78 @@ def canonical_measure(name: str) -> str:
     return name
 
 
-def measure_tag(measure: str, ig_steps: int, ig_variant: str) -> str:
+# Options that change how a measure is computed (memory, matmul precision, which of two equal paths),
+# not what it computes: never part of a tag.
+NOT_IDENTITY_OPTIONS = ("chunk_size", "precision", "fast_path")
+
+
+def _split_top_level(text: str, sep: str = ",") -> list[str]:
+    """``text`` split at ``sep`` outside brackets and quotes (``stretch=(-0.2, 1.0),epochs=5``)."""
+    parts, depth, quote, start = [], 0, None, 0
+    for i, ch in enumerate(text):
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif ch == sep and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    return parts + [text[start:]]
+
+
+def format_option_value(value) -> str:
+    """An option value as ``measure_options`` and run ids write it (``500``, ``0.1``, ``zero``, ``(-0.2,1.0)``)."""
+    return str(value).replace(" ", "")
+
+
+def parse_measure_options(text: str, measure: str) -> tuple[tuple[str, object], ...]:
+    """The options ``config.measure_options`` gives ``measure``, sorted by name.
+
+    ``text`` is ``"name=value,name=value"`` (for the run's measure, whichever it is) or per measure,
+    ``"lime:samples=500,kernel_width=25;smoothgrad:sigma=0.1"`` (the original's spellings allowed), so
+    one setting serves a whole grid. Values are Python literals (``500``, ``0.1``, ``True``, ``'zero'``;
+    a bare word is a string). Option names are checked when the measure is built
+    (:func:`nlproar_jax.importance.get` names the valid ones)."""
+    import ast
+
+    measure = canonical_measure(measure)
+    found: dict[str, object] = {}
+    for part in (p.strip() for p in str(text or "").split(";")):
+        if not part:
+            continue
+        head, colon, rest = part.partition(":")
+        if colon and "=" not in head:
+            if canonical_measure(head.strip()) != measure:
+                continue
+            part = rest
+        for item in (i.strip() for i in _split_top_level(part)):
+            if not item:
+                continue
+            name, eq, value = item.partition("=")
+            if not eq or not name.strip():
+                raise ValueError(f"measure_options item {item!r} is not name=value (in {text!r})")
+            try:
+                found[name.strip()] = ast.literal_eval(value.strip())
+            except (ValueError, SyntaxError):
+                found[name.strip()] = value.strip()
+    return tuple(sorted(found.items()))
+
+
+def measure_tag(measure: str, ig_steps: int, ig_variant: str, options=()) -> str:
     """The measure with its settings where they matter, as in run ids: ``integrated_gradient-50a``
-    (50 steps, alpha-weighted; ``t`` for textbook), else the measure's name."""
+    (50 steps, alpha-weighted; ``t`` for textbook); other measures their name, then their options
+    from ``config.measure_options`` if any (``lime-samples=500``; :data:`NOT_IDENTITY_OPTIONS` left out)."""
+    tag = measure
     if measure == "integrated_gradient":
-        return f"{measure}-{ig_steps}{'a' if ig_variant == 'alpha_weighted' else 't'}"
-    return measure
+        tag = f"{measure}-{ig_steps}{'a' if ig_variant == 'alpha_weighted' else 't'}"
+    shown = [(k, v) for k, v in options if k not in NOT_IDENTITY_OPTIONS]
+    if shown:
+        tag += "-" + ",".join(f"{k}={format_option_value(v)}" for k, v in shown)
+    return tag
 
 
 # -- ROAR ------------------------------------------------------------------------------------
@@ -123,6 +213,7 @@ class Experiment:
     ig_steps: int
     ig_variant: str
     model: str = "rnn"
+    options: tuple = ()  # the measure's options from config.measure_options, sorted (name, value) pairs
 
     @classmethod
     def from_config(cls, config) -> "Experiment":
@@ -157,9 +248,13 @@ class Experiment:
             raise ValueError(f"ig_chunk_size must be >= 0 (0 = choose from memory), got {config.ig_chunk_size}")
         measure = canonical_measure(config.importance_measure)
         model = check_model_name(config.get("model", "rnn"))
+        options = parse_measure_options(config.get("measure_options", ""), measure) if k > 0 else ()
+        if measure == "integrated_gradient" and {"steps", "variant"} & {name for name, _ in options}:
+            raise ValueError("integrated gradients takes its steps and variant from --config.ig_steps and "
+                             "--config.ig_variant, not from measure_options")
         return cls(task=config.task, seed=int(config.seed), k=k, measure=measure, strategy=strategy,
                    recursive=recursive, step=step, ig_steps=int(config.ig_steps), ig_variant=config.ig_variant,
-                   model=model)
+                   model=model, options=options)
 
     # -- identity --------------------------------------------------------------------------
     @property
@@ -168,7 +263,7 @@ class Experiment:
 
     @property
     def measure_tag(self) -> str:
-        return measure_tag(self.measure, self.ig_steps, self.ig_variant)
+        return measure_tag(self.measure, self.ig_steps, self.ig_variant, self.options)
 
     @property
     def id(self) -> str:
@@ -193,7 +288,9 @@ class Experiment:
         return dataclasses.replace(self, k=self.k - self.step)
 
     def fields(self) -> dict:
-        return {**dataclasses.asdict(self), "experiment_id": self.id}
+        fields = dataclasses.asdict(self)
+        fields["measure_options"] = dict(fields.pop("options"))
+        return {**fields, "measure_tag": self.measure_tag, "experiment_id": self.id}
 
 
 @dataclasses.dataclass(frozen=True)

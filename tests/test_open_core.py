@@ -4,6 +4,8 @@ go through every measure, ROAR masking, training and a classic ROAR run of the p
 Two models: a bag of embeddings with a linear head (no attention; closed-form attributions) and a
 1-D convolution with attention pooling (returns attention; no linear-input fast path).
 """
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -78,15 +80,28 @@ def batch():
     return make_batch([[1, 5, 6, 7, 8, 2], [1, 9, 3, 2], [1, 10, 4, 11, 2]], [0, 2, 1])
 
 
-def get(name, **options):
+# Small sample counts: the contracts, not the estimates, are under test here.
+FAST = {"integrated_gradient": {"steps": 8}, "smoothgrad": {"samples": 4}, "smoothgrad_times_input": {"samples": 4},
+        "gradient_shap": {"samples": 4}, "lime": {"samples": 64}, "kernel_shap": {"samples": 64}}
+
+
+def get(name, model=None, **options):
     if name == "mutual_information":
         options["table"] = np.linspace(0, 1, 30).astype(np.float32)
-    return importance.get(name, **options)
+    fn = importance.get(name, **{**FAST.get(name, {}), **options})
+    if name in importance.LEARNED:  # gates of random weights (the contract does not need trained ones)
+        params = fn.init_params(model, jnp.ones((1, 4), jnp.int32), key=jax.random.key(1))
+        leaves, tree = jax.tree.flatten(params)
+        noise = jax.random.split(jax.random.key(2), len(leaves))
+        fn = dataclasses.replace(fn, params=jax.tree.unflatten(tree, [x + jax.random.normal(k, x.shape) for x, k in zip(leaves, noise)]))
+    return fn
 
 
 def call(fn, model, batch):
-    return np.asarray(jax.jit(lambda m, t, y: fn(m, t, target=y, key=jax.random.key(0)))(
-        model, batch.tokens, batch.labels))
+    """Scores with one key per example id (as the pipeline derives them), so a row's random draws
+    never depend on its position in the batch."""
+    keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(0), i))(jnp.asarray(batch.index))
+    return np.asarray(jax.jit(lambda m, t, y, k: fn(m, t, target=y, key=k))(model, batch.tokens, batch.labels, keys))
 
 
 def test_the_models_meet_the_protocol():
@@ -102,7 +117,7 @@ def test_the_models_meet_the_protocol():
 @pytest.mark.parametrize("name", importance.MEASURES)
 def test_every_measure_runs_batched_per_example_and_padding_invariant(cls, name, batch):
     model = tiny(cls)
-    fn = get(name, **({"steps": 8} if name == "integrated_gradient" else {}))
+    fn = get(name, model)
     if name == "attention" and cls is BagOfEmbeddings:
         with pytest.raises(ValueError, match="returns no attention"):
             call(fn, model, batch)
@@ -112,10 +127,9 @@ def test_every_measure_runs_batched_per_example_and_padding_invariant(cls, name,
     real = batch.tokens != 0
     padded = batch._replace(tokens=np.pad(batch.tokens, ((0, 0), (0, 4))))
     np.testing.assert_allclose(call(fn, model, padded)[:, :full.shape[1]][real], full[real], rtol=1e-5, atol=1e-6)
-    if name != "random":  # random is keyed by row position in the batch when given one key
-        for i in range(len(batch.labels)):
-            one = batch._replace(tokens=batch.tokens[i:i + 1], labels=batch.labels[i:i + 1])
-            np.testing.assert_allclose(call(fn, model, one)[0][real[i]], full[i][real[i]], rtol=1e-5, atol=1e-6)
+    for i in range(len(batch.labels)):
+        one = batch._replace(tokens=batch.tokens[i:i + 1], labels=batch.labels[i:i + 1], index=batch.index[i:i + 1])
+        np.testing.assert_allclose(call(fn, model, one)[0][real[i]], full[i][real[i]], rtol=1e-5, atol=1e-6)
 
 
 def test_closed_form_attributions_on_the_linear_model(batch):

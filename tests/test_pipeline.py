@@ -166,3 +166,25 @@ def test_a_run_that_fails_before_training_leaves_no_run_directory(tiny_config, t
     assert run_experiment(missing)["reference_id"] == "synthetic_rnn_s-0"
     with open(paths.config(Experiment.from_config(missing))) as f:
         assert json.load(f)["k"] == 10
+
+
+def test_the_newer_measures_in_classic_and_recursive_roar(tiny_config):
+    """A sampled perturbation measure with its options (in the run id), the learned one (fitted on the
+    base model's training split) and a recursive chain, through the same pipeline."""
+    c = with_(tiny_config, measure_options="lime:samples=32;diffmask:epochs=2,hidden=8")
+    base = run_experiment(c)
+    lime = run_experiment(with_(c, k=20, importance_measure="lime"))
+    assert lime["experiment_id"] == "synthetic_rnn_s-0_y-lime-samples=32_rs-quantile_k-20_r-0"
+    assert lime["measure_options"] == {"samples": 32} and lime["reference_id"] == base["experiment_id"]
+    diffmask = run_experiment(with_(c, k=20, importance_measure="diff-mask"))
+    assert diffmask["measure_tag"] == "diffmask-epochs=2,hidden=8"
+    paths = Paths(c.persistent_dir)
+    with np.load(os.path.join(c.persistent_dir, diffmask["importance_file"])) as scores:
+        assert set(scores.files) == {"train", "val", "test"}
+        assert np.all((scores["test"] >= 0) & (scores["test"] <= 1))  # expected gates
+    first = run_experiment(with_(c, k=10, importance_measure="occlusion", recursive=True))
+    second = run_experiment(with_(c, k=20, importance_measure="leave-one-out", recursive=True))
+    assert second["reference_id"] == first["experiment_id"]
+    e1, e2 = (Experiment.from_config(with_(c, k=k, importance_measure="occlusion", recursive=True)) for k in (10, 20))
+    m1, m2 = mask_counts(paths.masked_dataset(e1)), mask_counts(paths.masked_dataset(e2))
+    assert np.all(m2 >= m1) and m2.sum() > m1.sum()

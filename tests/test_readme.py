@@ -22,7 +22,8 @@ def test_api_examples_run_as_written():
     assert len(blocks) >= 2, "the README has the BiLSTM example and the own-model example"
     lines = run_block(blocks[0])
     assert [line.split()[0] for line in lines] == ["random", "mutual_information", "attention", "gradient",
-                                                    "input_times_gradient", "integrated_gradient"]
+                                                    "input_times_gradient", "integrated_gradient", "smoothgrad",
+                                                    "occlusion", "lime"]
     lines = run_block(blocks[1])
     assert lines and lines[0].startswith("test {") and "'auroc'" in lines[0]
 

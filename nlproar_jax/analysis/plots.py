@@ -22,13 +22,25 @@ from nlproar_jax.analysis.faithfulness import FULL_MASK_K  # noqa: E402
 
 PRETTY = {"random": "Random", "attention": "Attention", "gradient": "Gradient",
           "input_times_gradient": "Input × gradient", "integrated_gradient": "Integrated gradient",
-          "mutual_information": "Mutual information"}
+          "mutual_information": "Mutual information", "smoothgrad": "SmoothGrad",
+          "smoothgrad_times_input": "SmoothGrad × input", "gradient_shap": "Gradient SHAP",
+          "occlusion": "Occlusion", "lime": "LIME", "kernel_shap": "KernelSHAP", "diffmask": "DiffMask"}
 # Fixed per measure so every figure (and the report) uses the same colour for the same measure.
 COLORS = {"random": "#555555", "attention": "#F8766D", "gradient": "#A3A500", "integrated_gradient": "#00BF7D",
-          "mutual_information": "#00B0F6", "input_times_gradient": "#E76BF3"}
+          "mutual_information": "#00B0F6", "input_times_gradient": "#E76BF3", "smoothgrad": "#8C564B",
+          "smoothgrad_times_input": "#D4A017", "gradient_shap": "#1F77B4", "occlusion": "#9467BD",
+          "lime": "#2CA02C", "kernel_shap": "#D62728", "diffmask": "#000080"}
 MARKERS = {"random": "v", "attention": "o", "gradient": "^", "integrated_gradient": "s",
-           "mutual_information": "D", "input_times_gradient": "P"}
-ORDER = ("attention", "gradient", "input_times_gradient", "integrated_gradient", "mutual_information", "random")
+           "mutual_information": "D", "input_times_gradient": "P", "smoothgrad": "<",
+           "smoothgrad_times_input": ">", "gradient_shap": "X", "occlusion": "h", "lime": "*",
+           "kernel_shap": "p", "diffmask": "d"}
+ORDER = ("attention", "gradient", "input_times_gradient", "integrated_gradient", "smoothgrad",
+         "smoothgrad_times_input", "gradient_shap", "occlusion", "lime", "kernel_shap", "diffmask",
+         "mutual_information", "random")
+
+
+LEGEND_COLUMNS = 4  # legend entries per row below the two panels (labels up to ~2.4 inches wide)
+LEGEND_ROW_INCHES = 0.28
 
 
 def base_measure(tag: str) -> str:
@@ -104,10 +116,13 @@ def plot_roar(curves: dict, *, task: str, strategy: str, metric: str, path: str)
     fig.suptitle(f"{task}: {strategy} masking — mean over {n} seed{'s' if n != 1 else ''}"
                  + (", 95% bootstrap CI" if n > 1 else " (no CI with one seed)"))
     ordered = sorted(handles, key=_sort_key)
-    ncol = len(ordered) if len(ordered) <= 4 else (len(ordered) + 1) // 2
+    ncol = max(min(len(ordered), LEGEND_COLUMNS), 1)
+    rows = max(-(-len(ordered) // ncol), 1)
+    height = 4.2 + LEGEND_ROW_INCHES * rows  # the axes keep their height; the legend gets its rows
+    fig.set_size_inches(10, height)
     fig.legend([handles[t] for t in ordered], [pretty_measure(t) for t in ordered], loc="lower center",
-               ncol=max(ncol, 1), frameon=False)
-    fig.tight_layout(rect=(0, 0.13 if len(ordered) > 4 else 0.08, 1, 0.95))
+               ncol=ncol, frameon=False)
+    fig.tight_layout(rect=(0, (LEGEND_ROW_INCHES * rows + 0.15) / height, 1, 1 - 0.2 / height))
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)

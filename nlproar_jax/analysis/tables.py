@@ -29,7 +29,7 @@ X_SCALE = {"quantile": 100.0, "count": 1.0}
 END_K = {"quantile": FULL_MASK_K, "count": None}
 
 ID_COLUMNS = ("experiment_id", "reference_id", "dataset_key", "task", "model", "seed", "measure", "measure_tag",
-              "strategy", "k", "recursive", "roar", "step", "ig_steps", "ig_variant")
+              "strategy", "k", "recursive", "roar", "step", "ig_steps", "ig_variant", "measure_options")
 RUN_COLUMNS = ("reported_metric", "test_reported", "val_reported", "monitor", "best_epoch", "epochs", "train_size")
 TAIL_COLUMNS = ("device", "device_count", "hostname", "notes")
 
@@ -44,7 +44,10 @@ def load_results(persistent_dir: str) -> list[dict]:
 
 
 def measure_tag(result: dict) -> str:
-    """The measure with its settings where they matter (``integrated_gradient-50a``), as in run ids."""
+    """The measure with its settings where they matter (``integrated_gradient-50a``, ``lime-samples=500``),
+    as in run ids: the result's own ``measure_tag``, or, for results that predate it, derived."""
+    if result.get("measure_tag"):
+        return result["measure_tag"]
     if result.get("measure") != "integrated_gradient" or "ig_steps" not in result:
         return result.get("measure", "")
     return experiment_measure_tag(result["measure"], result["ig_steps"], result.get("ig_variant"))
@@ -107,6 +110,8 @@ def _csv_value(value):
         return ""
     if isinstance(value, float) and math.isnan(value):
         return "nan"
+    if isinstance(value, dict):
+        return ",".join(f"{k}={v}" for k, v in sorted(value.items()))
     if isinstance(value, (list, tuple)):
         return " ".join(str(v) for v in value)
     return value

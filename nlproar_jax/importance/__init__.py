@@ -25,7 +25,18 @@ attention               :func:`attention`                     -
 gradient                :func:`gradient`                      -
 input_times_gradient    :func:`input_times_gradient`          ``signed``
 integrated_gradient     :func:`integrated_gradients`          ``steps``, ``variant``, ``signed``, ``chunk_size``
+smoothgrad              :func:`smoothgrad`                    ``samples``, ``sigma``, ``chunk_size``
+smoothgrad_times_input  :func:`smoothgrad_times_input`        ``samples``, ``sigma``, ``signed``, ``chunk_size``
+gradient_shap           :func:`gradient_shap`                 ``samples``, ``baseline``, ``stdevs``, ``signed``, ``chunk_size``
+occlusion               :func:`occlusion`                     ``output``, ``signed``, ``chunk_size``
+lime                    :func:`lime`                          ``samples``, ``kernel``, ``kernel_width``, ``alpha``, ``output``, ``signed``, ``exhaustive``, ``chunk_size``
+kernel_shap             :func:`kernel_shap`                   ``samples``, ``output``, ``signed``, ``exhaustive``, ``chunk_size``
+diffmask                :func:`diffmask`                      ``reads``, ``layer``, ``baseline``, ``epsilon``, ``epochs``, ... (``.fit`` first)
 ======================  ====================================  =======================================
+
+The sampled measures (:data:`STOCHASTIC`) need ``key`` (one per row, or one split by row index);
+``diffmask`` is learned (:data:`LEARNED`): ``diffmask().fit(model, train_split, key=...)`` returns the
+measure with its gate network, which the pipeline does on the explained model's training split.
 
 Model-based measures also take ``fast_path`` (use the model's linear-input fast path when it has one;
 default True) and ``precision`` (matmul precision; default ``"highest"``).
@@ -35,10 +46,23 @@ from __future__ import annotations
 import dataclasses
 
 from nlproar_jax.importance.attention import Attention
+from nlproar_jax.importance.diffmask import DiffMask
+from nlproar_jax.importance.gradient_shap import GradientShap
 from nlproar_jax.importance.gradients import Gradient, InputTimesGradient, IntegratedGradients
+from nlproar_jax.importance.linear_surrogates import KernelShap, Lime
 from nlproar_jax.importance.mutual_information import MutualInformation, mutual_information_table
+from nlproar_jax.importance.occlusion import Occlusion
 from nlproar_jax.importance.random_baseline import Random
-from nlproar_jax.names import IG_VARIANTS, MEASURE_ALIASES, MEASURES, MODEL_FREE, canonical_measure
+from nlproar_jax.importance.smoothgrad import SmoothGrad, SmoothGradTimesInput
+from nlproar_jax.names import (
+    IG_VARIANTS,
+    LEARNED,
+    MEASURE_ALIASES,
+    MEASURES,
+    MODEL_FREE,
+    STOCHASTIC,
+    canonical_measure,
+)
 
 # Factories, named as users call them (each is the measure's class: keyword options in, measure out).
 random_baseline = Random
@@ -47,9 +71,17 @@ attention = Attention
 gradient = Gradient
 input_times_gradient = InputTimesGradient
 integrated_gradients = IntegratedGradients
+smoothgrad = SmoothGrad
+smoothgrad_times_input = SmoothGradTimesInput
+gradient_shap = GradientShap
+occlusion = Occlusion
+lime = Lime
+kernel_shap = KernelShap
+diffmask = DiffMask
 
 REGISTRY = {cls.name: cls for cls in (Random, MutualInformation, Attention, Gradient, InputTimesGradient,
-                                      IntegratedGradients)}
+                                      IntegratedGradients, SmoothGrad, SmoothGradTimesInput, GradientShap,
+                                      Occlusion, Lime, KernelShap, DiffMask)}
 assert tuple(REGISTRY) == tuple(sorted(REGISTRY, key=MEASURES.index)) and set(REGISTRY) == set(MEASURES)
 
 
@@ -77,8 +109,10 @@ def get(name: str, **options):
 
 
 __all__ = [
-    "Attention", "Gradient", "IG_VARIANTS", "InputTimesGradient", "IntegratedGradients", "MEASURES",
-    "MEASURE_ALIASES", "MODEL_FREE", "MutualInformation", "REGISTRY", "Random", "attention", "canonical_measure",
-    "get", "gradient", "input_times_gradient", "integrated_gradients", "mutual_information",
-    "mutual_information_table", "options_of", "random_baseline",
+    "Attention", "DiffMask", "Gradient", "GradientShap", "IG_VARIANTS", "InputTimesGradient", "IntegratedGradients",
+    "KernelShap", "LEARNED", "Lime", "MEASURES", "MEASURE_ALIASES", "MODEL_FREE", "MutualInformation", "Occlusion",
+    "REGISTRY", "Random", "STOCHASTIC", "SmoothGrad", "SmoothGradTimesInput", "attention", "canonical_measure",
+    "diffmask", "get", "gradient", "gradient_shap", "input_times_gradient", "integrated_gradients", "kernel_shap",
+    "lime", "mutual_information", "mutual_information_table", "occlusion", "options_of", "random_baseline",
+    "smoothgrad", "smoothgrad_times_input",
 ]

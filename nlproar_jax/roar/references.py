@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import time
 
 import jax
@@ -20,7 +21,7 @@ from nlproar_jax.data.dataset import TaskData, atomic_save_npz
 from nlproar_jax import importance
 from nlproar_jax.importance import mutual_information_table
 from nlproar_jax.models import build_from_config, split as split_model
-from nlproar_jax.names import MODEL_FREE, Experiment, Paths
+from nlproar_jax.names import LEARNED, MODEL_FREE, Experiment, Paths, format_option_value
 from nlproar_jax.roar.scores import importance_over_split, mask_split
 from nlproar_jax.training import checkpointing
 
@@ -48,6 +49,9 @@ def train_command(exp: Experiment, config_file: str) -> str:
             parts += ["--config.recursive=True", f"--config.recursive_step_size={exp.step}"]
         if exp.measure == "integrated_gradient":
             parts += [f"--config.ig_steps={exp.ig_steps}", f"--config.ig_variant={exp.ig_variant}"]
+        if exp.options:
+            value = ",".join(f"{k}={format_option_value(v)}" for k, v in exp.options)
+            parts.append(f"--config.measure_options={shlex.quote(value)}")
     return " ".join(parts)
 
 
@@ -73,16 +77,17 @@ def load_trained(paths: Paths, ref: Experiment, config, data: TaskData):
 
 
 def experiment_measure(exp: Experiment, config, ref_data: TaskData):
-    """The importance measure ``exp`` masks by (:func:`nlproar_jax.importance.get`), with its options;
+    """The importance measure ``exp`` masks by (:func:`nlproar_jax.importance.get`) with its options
+    (``config.measure_options``; integrated gradients' from ``ig_steps``/``ig_variant``/``ig_chunk_size``);
     mutual information gets its table from the reference data's training split."""
+    options = dict(exp.options)
     if exp.measure == "mutual_information":
         train = ref_data.splits["train"]
-        return importance.get(exp.measure, table=mutual_information_table(
-            train.main, train.labels, len(ref_data.vocab), ref_data.num_classes))
+        options["table"] = mutual_information_table(train.main, train.labels, len(ref_data.vocab),
+                                                    ref_data.num_classes)
     if exp.measure == "integrated_gradient":
-        return importance.get(exp.measure, steps=exp.ig_steps, variant=exp.ig_variant,
-                              chunk_size=int(config.ig_chunk_size))
-    return importance.get(exp.measure)
+        options.update(steps=exp.ig_steps, variant=exp.ig_variant, chunk_size=int(config.ig_chunk_size))
+    return importance.get(exp.measure, **options)
 
 
 def reference_importance(paths: Paths, exp: Experiment, ref: Experiment, ref_data: TaskData, config
@@ -98,6 +103,12 @@ def reference_importance(paths: Paths, exp: Experiment, ref: Experiment, ref_dat
             raise _missing("trained model", exp, ref, config)
         model = load_trained(paths, ref, config, ref_data)
     measure = experiment_measure(exp, config, ref_data)
+    if exp.measure in LEARNED:  # DiffMask: trained on the reference model's training split (validation
+        t0 = time.perf_counter()  # selects the epoch), deterministically in the reference's seed
+        measure = measure.fit(model, ref_data.splits["train"], key=jax.random.fold_in(jax.random.key(ref.seed), 99),
+                              batch_size=int(config.batch_size), val=ref_data.splits.get("val"))
+        log.info("importance %s on %s: fitted on %d training examples in %.1fs", exp.measure_tag, ref.id,
+                 len(ref_data.splits["train"]), time.perf_counter() - t0)
     scores = {}
     for i, (name, split) in enumerate(ref_data.splits.items()):
         t0 = time.perf_counter()

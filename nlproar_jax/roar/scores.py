@@ -19,7 +19,7 @@ from flax import nnx
 from nlproar_jax.data.batching import eval_batches
 from nlproar_jax.data.dataset import Ragged, Split
 from nlproar_jax.data.tokens import MASK
-from nlproar_jax.importance import IntegratedGradients
+from nlproar_jax.importance import GradientShap, IntegratedGradients, SmoothGrad, SmoothGradTimesInput
 from nlproar_jax.roar.masking import roar_mask
 
 # Bytes of autodiff residuals one IG interpolation point keeps per (row, position, hidden unit).
@@ -55,22 +55,34 @@ def importance_over_split(model, split: Split, measure, *, key, batch_size: int,
     """``<float32>[total tokens]``: ``measure``'s score per main-sequence position of ``split``
     (explaining each row's gold label), aligned with ``split.main.values``.
 
-    ``model``: a classifier, or None for model-free measures. ``hidden_size``: with integrated
-    gradients whose ``chunk_size`` is 0, pick the chunk from the device's memory
-    (:func:`ig_chunk_size`) for a BiLSTM of this width; None evaluates every point at once.
+    ``model``: a classifier, or None for model-free measures. ``hidden_size``: with a measure that
+    differentiates the model at many points (integrated gradients' steps; SmoothGrad's and gradient
+    SHAP's samples) whose ``chunk_size`` is 0, pick the chunk from the device's memory
+    (:func:`ig_chunk_size`) for a BiLSTM of this width; None evaluates every point at once. (The
+    perturbation measures choose their chunk themselves: ``chunk_size=None``.)
     """
     graphdef, params = (None, None) if model is None else nnx.split(model)
     scores = Ragged(np.zeros(len(split.main.values), np.float32), split.main.offsets)
+    points = _gradient_points(measure)
     for batch in eval_batches(split, batch_size):
         fn = measure
-        if isinstance(measure, IntegratedGradients) and measure.chunk_size == 0 and hidden_size:
-            chunk = ig_chunk_size(batch.tokens.shape[0], batch.tokens.shape[1], hidden_size, measure.steps)
+        if points and measure.chunk_size == 0 and hidden_size:
+            chunk = ig_chunk_size(batch.tokens.shape[0], batch.tokens.shape[1], hidden_size, points)
             fn = dataclasses.replace(measure, chunk_size=chunk)
         s = np.asarray(score_batch(fn, graphdef, params, batch.tokens, batch.labels, batch.aux_tokens, key,
                                    batch.index))
         real = batch.weight > 0
         scores.set_rows(batch.index[real].astype(np.int64), s[real])
     return scores.values
+
+
+def _gradient_points(measure) -> int:
+    """The number of gradients a measure takes per row (0: not a many-point gradient measure)."""
+    if isinstance(measure, IntegratedGradients):
+        return int(measure.steps)
+    if isinstance(measure, (SmoothGrad, SmoothGradTimesInput, GradientShap)):
+        return int(measure.samples)
+    return 0
 
 
 def mask_split(split: Split, scores: np.ndarray, k: int, strategy: str, batch_size: int, *,
