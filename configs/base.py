@@ -3,6 +3,8 @@
 Every field has a typed default so any field can be overridden from the command
 line (``--config.k=30``); run-time-only values use ``placeholder``.
 """
+import os
+
 import ml_collections
 
 
@@ -10,7 +12,9 @@ def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     # --- task and data -------------------------------------------------------------------
     c.task = "synthetic"  # one of nlproar_jax.data.registry.TASKS
-    c.data_dir = "../shared/data"  # where loaders read the official files
+    # where loaders read the official files: $NLPROAR_DATA_DIR, else ../shared/data (relative to the
+    # working directory); --config.data_dir overrides both
+    c.data_dir = os.environ.get("NLPROAR_DATA_DIR", "../shared/data")
     c.dataset = ml_collections.ConfigDict()  # extra keyword arguments for the task's loader
     c.min_df = 1  # vocabulary: tokens in at least this many training documents
     # --- model ---------------------------------------------------------------------------

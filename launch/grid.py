@@ -36,7 +36,7 @@ from ml_collections import config_flags  # noqa: E402
 from nlproar_jax.analysis.tables import format_roar_table, load_results  # noqa: E402
 from nlproar_jax.names import Paths  # noqa: E402
 from nlproar_jax.sweep import run_plan  # noqa: E402  (defines --config and --dry_run)
-from nlproar_jax.runtime.commandline import config_from_flags, setup_logging  # noqa: E402
+from nlproar_jax.runtime.commandline import config_from_flags, run_command, setup_logging  # noqa: E402
 
 BACKENDS = ("slurm", "local")
 flags.DEFINE_enum("backend", "slurm", BACKENDS, "Where to run the plan.")
@@ -148,5 +148,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-    sys.argv = normalise_argv(sys.argv)
-    app.run(main)
+    run_command(main, normalise_argv(sys.argv))

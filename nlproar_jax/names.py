@@ -99,7 +99,12 @@ def canonical_measure(name: str) -> str:
     """The canonical measure name for ``name`` (either spelling); a clear error otherwise."""
     name = MEASURE_ALIASES.get(name, name)
     if name not in MEASURES:
-        raise ValueError(f"unknown importance measure {name!r}; valid: {sorted(MEASURES) + sorted(MEASURE_ALIASES)}")
+        import difflib
+
+        close = difflib.get_close_matches(name, list(MEASURES) + list(MEASURE_ALIASES), n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"unknown importance measure {name!r}{hint}; valid: {list(MEASURES)} "
+                         f"(or an alias: {sorted(MEASURE_ALIASES)})")
     return name
 
 

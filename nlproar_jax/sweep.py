@@ -17,7 +17,7 @@ import time
 from absl import app, flags
 
 from nlproar_jax.analysis.tables import format_roar_table, load_results
-from nlproar_jax.runtime.commandline import config_from_flags, setup_logging  # defines --config
+from nlproar_jax.runtime.commandline import config_from_flags, run_command, setup_logging  # defines --config
 
 flags.DEFINE_bool("dry_run", False, "Print the plan (one line per run, with what it waits for) and exit.")
 
@@ -83,4 +83,4 @@ def group_classic_runs(plan) -> list[list]:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_command(main)

@@ -11,7 +11,7 @@ import sys
 
 from absl import app
 
-from nlproar_jax.runtime.commandline import config_from_flags, setup_logging
+from nlproar_jax.runtime.commandline import config_from_flags, run_command, setup_logging
 
 
 def main(argv) -> None:
@@ -28,4 +28,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_command(main)

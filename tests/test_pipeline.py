@@ -140,6 +140,20 @@ def test_cli_overrides_and_errors(tmp_path):
         assert json.load(f)["hidden_size"] == 4
 
 
+@pytest.mark.parametrize("args,wanted", [
+    (("--config=configs/synthetic.py", "--config.kk=3"), "unknown config field 'kk' (in --config.kk); did you mean 'k'?"),
+    (("--config=configs/synthetic.py", "--config.grid.seedz=(1,)"), "did you mean 'seeds'?"),
+    (("--config=configs/synthtic.py",), "config file 'configs/synthtic.py' not found; did you mean 'configs/synthetic.py'?"),
+    (("--config=configs/sst.py", "--config.data_dir=/no/such/dir"), "set --config.data_dir=DIR or NLPROAR_DATA_DIR"),
+    (("--config=configs/synthetic.py", "--config.k=10", "--config.importance_measure=lmie"), "did you mean 'lime'?"),
+])
+def test_user_errors_are_one_line_with_exit_code_2(tmp_path, args, wanted):
+    out = run_cli(*args, f"--config.persistent_dir={tmp_path}")
+    assert out.returncode == 2, out.stderr
+    assert wanted in out.stderr and "Traceback" not in out.stderr
+    assert len([line for line in out.stderr.splitlines() if line.strip()]) == 1, out.stderr
+
+
 def test_a_run_that_fails_before_training_leaves_no_run_directory(tiny_config, tmp_path):
     """``runs/<id>/`` (config.json first) is written only once the data and model are ready, so a run that
     fails before it starts leaves nothing that says it started."""
@@ -188,3 +202,24 @@ def test_the_newer_measures_in_classic_and_recursive_roar(tiny_config):
     e1, e2 = (Experiment.from_config(with_(c, k=k, importance_measure="occlusion", recursive=True)) for k in (10, 20))
     m1, m2 = mask_counts(paths.masked_dataset(e1)), mask_counts(paths.masked_dataset(e2))
     assert np.all(m2 >= m1) and m2.sum() > m1.sum()
+
+
+def test_ctrl_c_says_how_to_resume_and_exits_130(tmp_path):
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "nlproar_jax.train", "--config=configs/synthetic.py",
+                             "--config.max_epochs=200", "--config.dataset.train_size=200", "--config.dataset.val_size=40",
+                             "--config.dataset.test_size=40", f"--config.persistent_dir={tmp_path}"],
+                            cwd=REPO_ROOT, stderr=subprocess.PIPE, text=True)
+    lines = []
+    deadline = time.monotonic() + 120
+    for line in proc.stderr:  # wait until training has finished an epoch, then interrupt it
+        lines.append(line)
+        if "epoch 2/200" in line or time.monotonic() > deadline:
+            break
+    proc.send_signal(signal.SIGINT)
+    rest = proc.communicate(timeout=60)[1]
+    stderr = "".join(lines) + rest
+    assert proc.returncode == 130, stderr
+    assert "interrupted; rerun the same command to resume" in stderr and "Traceback" not in stderr

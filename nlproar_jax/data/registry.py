@@ -39,6 +39,10 @@ def load_task(name: str, *, data_dir: str | None, min_df: int, options: dict | N
         path = os.path.join(cache_dir, dataset_key(name, min_df, options) + ".npz")
         if os.path.exists(path):
             return TaskData.load(path)
+    if name != "synthetic" and data_dir is not None and not os.path.isdir(data_dir):
+        raise FileNotFoundError(
+            f"data directory {os.path.abspath(data_dir)!r} does not exist (task {name!r}): set --config.data_dir=DIR "
+            f"or NLPROAR_DATA_DIR, or fetch the files with python -m nlproar_jax.download --task TASK --data-dir DIR")
     raw = _loader(name)(data_dir, **options)
     data = encode_task(raw, min_df=min_df)
     if path is not None:

@@ -4,13 +4,102 @@ Shared by ``python -m nlproar_jax.train``, ``python -m nlproar_jax.sweep`` and `
 """
 from __future__ import annotations
 
+import difflib
+import glob
+import importlib.util
 import logging
+import os
 import sys
+from typing import Callable, Optional, Sequence
 
 from absl import app, flags
 from ml_collections import config_flags
 
 config_flags.DEFINE_config_file("config", None, "Task config file, e.g. configs/sst.py.", lock_config=True)
+flags.DEFINE_bool("traceback", False, "On an error, show Python's full traceback instead of one line.")
+
+# Errors that describe the user's input (a config value, a missing file or reference run, a diverged
+# run): one line without a traceback, exit code 2. Anything else is a bug and keeps its traceback.
+USER_ERRORS: tuple = (ValueError, FileNotFoundError, FloatingPointError)
+EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
+
+
+def _config_argument(argv: Sequence[str]) -> Optional[str]:
+    """The ``--config`` file named on the command line (``--config=X`` or ``--config X``), if any."""
+    for i, arg in enumerate(argv):
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+        if arg == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+    return None
+
+
+def _nearest(word: str, choices: Sequence[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.5)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def check_config_arguments(argv: Sequence[str]) -> Optional[str]:
+    """One line describing what is wrong with the command line's ``--config`` file or its
+    ``--config.<field>`` overrides (a missing file, an unknown field, with the nearest valid name), or
+    None. Values are left to the flag parser, which names the flag and the bad value itself."""
+    path = _config_argument(argv)
+    if path is None:
+        return None
+    spec_path = path.split(":", 1)[0]  # config_flags allows "file.py:argument"
+    if not os.path.isfile(spec_path):
+        folder = os.path.dirname(spec_path) or "."
+        choices = sorted(glob.glob(os.path.join(folder, "*.py")))
+        listed = ", ".join(os.path.basename(c) for c in choices) or "none"
+        return (f"config file {spec_path!r} not found{_nearest(spec_path, choices)} "
+                f"(config files in {folder}/: {listed})")
+    try:
+        module_spec = importlib.util.spec_from_file_location("_nlproar_checked_config", spec_path)
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+        config = module.get_config()
+    except Exception:  # noqa: BLE001 - the flag parser reports a broken config file itself
+        return None
+    for arg in argv:
+        if not arg.startswith("--config."):
+            continue
+        dotted = arg[len("--config."):].split("=", 1)[0]
+        node, walked = config, []
+        for part in dotted.split("."):
+            keys = list(node.keys()) if hasattr(node, "keys") else []
+            if part not in keys:
+                where = ".".join(walked) or "the config"
+                return (f"unknown config field {'.'.join(walked + [part])!r} (in {arg.split('=', 1)[0]}){_nearest(part, keys)} "
+                        f"(fields of {where}: {', '.join(sorted(keys))})")
+            node, walked = node[part], walked + [part]
+    return None
+
+
+def run_command(main: Callable, argv: Optional[Sequence[str]] = None) -> None:
+    """``absl.app.run(main)`` with the errors a user causes as one line and exit code 2 (an unknown
+    config file or field before anything starts; :data:`USER_ERRORS` raised by ``main``; ``--traceback``
+    shows Python's traceback instead), and Ctrl-C as "interrupted; rerun the same command to resume",
+    exit code 130 (finished runs and epochs are on disk, so the rerun continues)."""
+    argv = list(sys.argv if argv is None else argv)
+    problem = check_config_arguments(argv)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+
+    def guarded(args):
+        try:
+            return main(args)
+        except KeyboardInterrupt:
+            print("\ninterrupted; rerun the same command to resume (finished runs and epochs are kept)",
+                  file=sys.stderr)
+            sys.exit(EXIT_INTERRUPTED)
+        except USER_ERRORS as e:
+            if flags.FLAGS.traceback:
+                raise
+            print(f"error: {e} (--traceback shows where)", file=sys.stderr)
+            sys.exit(EXIT_USAGE)
+
+    app.run(guarded, argv=argv)
 
 
 def setup_logging() -> None:
