@@ -18,6 +18,7 @@ from absl import app, flags
 
 from nlproar_jax.analysis.tables import format_roar_table, load_results
 from nlproar_jax.runtime.commandline import config_from_flags, run_command, setup_logging  # defines --config
+from nlproar_jax.runtime.progress import eta
 
 flags.DEFINE_bool("dry_run", False, "Print the plan (one line per run, with what it waits for) and exit.")
 
@@ -57,7 +58,10 @@ def run_plan(config, plan) -> None:
     done = 0
     for group in groups:
         done += len(group)
-        log.info("[%d/%d] %s", done, len(plan), " + ".join(run.id for run in group))
+        # the grid's ETA from the runs so far (finished runs are skipped in an instant: a resumed sweep's
+        # first estimates are optimistic)
+        when = eta(done - len(group), len(plan), time.perf_counter() - t0)
+        log.info("[%d/%d] %s%s", done, len(plan), " + ".join(run.id for run in group), f"  ({when})" if when else "")
         if len(group) == 1:
             run_experiment(group[0].apply(config), base_data=data)
         else:

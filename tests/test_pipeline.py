@@ -159,7 +159,7 @@ def test_a_run_that_fails_before_training_leaves_no_run_directory(tiny_config, t
     fails before it starts leaves nothing that says it started."""
     sst = load_config("configs/sst.py")
     sst.persistent_dir, sst.data_dir = str(tmp_path / "sst"), str(tmp_path / "nonexistent")
-    with pytest.raises(FileNotFoundError, match="SST"):
+    with pytest.raises(FileNotFoundError, match="task .sst.*NLPROAR_DATA_DIR"):
         run_experiment(sst)
     assert not os.path.exists(Paths(sst.persistent_dir).run_dir(Experiment.from_config(sst)))
 

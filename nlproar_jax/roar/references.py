@@ -114,7 +114,8 @@ def reference_importance(paths: Paths, exp: Experiment, ref: Experiment, ref_dat
         t0 = time.perf_counter()
         key = jax.random.fold_in(jax.random.key(ref.seed), i)
         scores[name] = importance_over_split(model, split, measure, key=key, batch_size=int(config.batch_size),
-                                             hidden_size=int(config.hidden_size))
+                                             hidden_size=int(config.hidden_size),
+                                             desc=f"importance {exp.measure_tag} {name}")
         log.info("importance %s on %s/%s: %d examples in %.1fs", exp.measure_tag, ref.id, name, len(split),
                  time.perf_counter() - t0)
     atomic_save_npz(path, scores)

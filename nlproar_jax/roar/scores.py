@@ -21,6 +21,7 @@ from nlproar_jax.data.dataset import Ragged, Split
 from nlproar_jax.data.tokens import MASK
 from nlproar_jax.importance import GradientShap, IntegratedGradients, SmoothGrad, SmoothGradTimesInput
 from nlproar_jax.roar.masking import roar_mask
+from nlproar_jax.runtime.progress import Progress
 
 # Bytes of autodiff residuals one IG interpolation point keeps per (row, position, hidden unit).
 _IG_BYTES_PER_ROW_POS_UNIT = 4 * 32
@@ -51,7 +52,7 @@ def score_batch(measure, graphdef, params, tokens, target, aux_tokens, key, inde
 
 
 def importance_over_split(model, split: Split, measure, *, key, batch_size: int,
-                          hidden_size: Optional[int] = None) -> np.ndarray:
+                          hidden_size: Optional[int] = None, desc: str = "importance") -> np.ndarray:
     """``<float32>[total tokens]``: ``measure``'s score per main-sequence position of ``split``
     (explaining each row's gold label), aligned with ``split.main.values``.
 
@@ -64,6 +65,7 @@ def importance_over_split(model, split: Split, measure, *, key, batch_size: int,
     graphdef, params = (None, None) if model is None else nnx.split(model)
     scores = Ragged(np.zeros(len(split.main.values), np.float32), split.main.offsets)
     points = _gradient_points(measure)
+    bar = Progress(len(split), desc)  # a bar on a terminal, a log line every 30 s elsewhere
     for batch in eval_batches(split, batch_size):
         fn = measure
         if points and measure.chunk_size == 0 and hidden_size:
@@ -73,6 +75,8 @@ def importance_over_split(model, split: Split, measure, *, key, batch_size: int,
                                    batch.index))
         real = batch.weight > 0
         scores.set_rows(batch.index[real].astype(np.int64), s[real])
+        bar.update(int(real.sum()))
+    bar.close()
     return scores.values
 
 

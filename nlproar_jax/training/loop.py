@@ -37,6 +37,7 @@ from flax import nnx
 from nlproar_jax.data.batching import Batch, eval_batches, length_key, make_batch, train_batch_rows
 from nlproar_jax.data.dataset import Split
 from nlproar_jax.models.protocol import forward
+from nlproar_jax.runtime.progress import Progress
 from nlproar_jax.training.checkpointing import EpochCheckpoints
 from nlproar_jax.training.metrics import classification_metrics
 from nlproar_jax.training.optim import original_optimizer
@@ -290,10 +291,15 @@ def fit(graphdef, params: Sequence, trains: Sequence[Split], vals: Sequence[Spli
             rows = [train_batch_rows(len(t), key, batch_size, s, epoch, pool_batches)
                     for t, key, s in zip(trains, lengths, seeds)]
             losses = []
-            for step_rows in zip(*rows):
-                batches = [make_batch(t, r, batch_size) for t, r in zip(trains, step_rows)]
-                state, loss = models.step(graphdef, tx, state, batches, parallel)
-                losses.append(loss)
+            if epoch == start:
+                log.info("compiling the training step (the first batch waits for it; a cached program loads "
+                         "in seconds)")
+            with Progress(sum(len(r) for model_rows in rows for r in model_rows), f"epoch {epoch + 1}/{epochs}") as bar:
+                for step_rows in zip(*rows):
+                    batches = [make_batch(t, r, batch_size) for t, r in zip(trains, step_rows)]
+                    state, loss = models.step(graphdef, tx, state, batches, parallel)
+                    losses.append(loss)
+                    bar.update(sum(len(r) for r in step_rows))
             losses = models.losses(losses) if losses else np.full((1, n), np.nan, np.float32)
             train_loss = [float(np.mean(np.ascontiguousarray(losses[:, m]))) for m in range(n)]
             seconds = time.perf_counter() - t0

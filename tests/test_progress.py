@@ -1,0 +1,45 @@
+"""Progress output: log lines at an interval when stderr is not a terminal, silence when asked, the ETA."""
+import logging
+
+from nlproar_jax.runtime.progress import Progress, eta
+
+
+class Lines(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.lines = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+
+def run(monkeypatch, mode, interval):
+    monkeypatch.setenv("NLPROAR_PROGRESS", mode)
+    handler = Lines()
+    logger = logging.getLogger("nlproar_jax")
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        with Progress(5, "importance test", interval=interval) as bar:
+            for _ in range(5):
+                bar.update(1)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    return handler.lines
+
+
+def test_log_lines_every_interval_until_done(monkeypatch):
+    lines = run(monkeypatch, "log", interval=0.0)
+    assert len(lines) == 4  # after 1, 2, 3 and 4 of 5; none once finished
+    assert lines[0].startswith("importance test:  20% 1/5") and "ex/s" in lines[0]
+
+
+def test_short_loops_and_off_print_nothing(monkeypatch):
+    assert run(monkeypatch, "log", interval=60.0) == []
+    assert run(monkeypatch, "off", interval=0.0) == []
+
+
+def test_eta():
+    assert eta(3, 10, 30.0) == "ETA 01:10" and eta(0, 10, 5.0) == "" and eta(10, 10, 5.0) == ""
