@@ -17,6 +17,15 @@ frameworks do the same work. PyTorch's figures are the original's implementation
 as the original does (``--torch-gradient efficient`` for ``E^T E``); integrated gradients is
 Captum's ``IntegratedGradients`` (textbook IG, which is why JAX runs ``--ig-variant textbook`` by
 default; both variants cost the same), or the original's sequential loop (``--torch-ig loop``).
+
+The sampled and perturbation measures (``smoothgrad``, ``smoothgrad_times_input``, ``gradient_shap``,
+``occlusion``, ``lime``, ``kernel_shap``) run against their Captum counterparts on the same weights
+(``NoiseTunnel(Saliency)``, ``NoiseTunnel(InputXGradient)``, ``GradientShap``, ``Occlusion``,
+``Lime``, ``KernelShap``; ``benchmarks/torch_reference.py`` says how each is set up) with the same
+sample counts (``--samples-*``), which every JSON line records with the JAX measure's options
+(``measure_options``) and Captum's settings (``captum``). ``--captum-batch`` sets Captum's
+``perturbations_per_eval`` / ``nt_samples_batch_size``; ``--check`` compares the two frameworks'
+attributions on small shapes instead of timing (``framework: "check"`` lines).
 """
 from __future__ import annotations
 
@@ -33,7 +42,34 @@ import time
 from pathlib import Path
 
 FIGURES = ("train", "random", "mutual_information", "attention", "gradient", "input_times_gradient",
-           "integrated_gradient")
+           "integrated_gradient", "smoothgrad", "smoothgrad_times_input", "gradient_shap", "occlusion", "lime",
+           "kernel_shap")
+SAMPLED = ("smoothgrad", "smoothgrad_times_input", "gradient_shap")  # gradient measures over samples
+PERTURBATION = ("occlusion", "lime", "kernel_shap")                   # masked forward passes
+NEW_MEASURES = SAMPLED + PERTURBATION
+# Captum's batching of samples when --captum-batch does not say: perturbations_per_eval (occlusion,
+# lime, kernel_shap) or NoiseTunnel's nt_samples_batch_size (0 = all samples at once); the fastest
+# of those tried with one PyTorch thread on one core of this project's 2-core VM (benchmarks/RESULTS.md,
+# section A).
+CAPTUM_BATCH = {"smoothgrad": 5, "smoothgrad_times_input": 5, "occlusion": 1, "lime": 16, "kernel_shap": 64,
+                ("kernel_shap", 250): 16}
+
+
+def _key_values(items, parse=int):
+    """``FIGURE=VALUE`` (or ``FIGURE:LENGTH=VALUE``, for one length only) -> ``{FIGURE or (FIGURE, LENGTH): value}``."""
+    out = {}
+    for item in items or ():
+        name, _, value = item.partition("=")
+        name, _, length = name.partition(":")
+        if name not in FIGURES or not value or (length and not length.isdigit()):
+            raise SystemExit(f"expected FIGURE[:LENGTH]=VALUE with FIGURE one of {FIGURES}, got {item!r}")
+        out[(name, int(length)) if length else name] = parse(value)
+    return out
+
+
+def _for_length(mapping, figure, length, default=None):
+    """The ``FIGURE:LENGTH`` entry of a :func:`_key_values` mapping, else its ``FIGURE`` entry."""
+    return mapping.get((figure, length), mapping.get(figure, default))
 
 
 def parse_args(argv=None):
@@ -72,9 +108,41 @@ def parse_args(argv=None):
                    help="N > 0: pin this process (both frameworks) to its first N allowed CPUs before either "
                         "starts, e.g. 1 for the per-core throughput that decides how fast a grid of "
                         "one-core runs goes; 0: every allowed CPU")
+    p.add_argument("--samples-smoothgrad", type=int, default=50,
+                   help="samples of smoothgrad and smoothgrad_times_input (both frameworks)")
+    p.add_argument("--samples-gradient-shap", type=int, default=5, help="gradient_shap samples (both frameworks)")
+    p.add_argument("--samples-lime", type=int, default=5000, help="lime samples (both frameworks)")
+    p.add_argument("--samples-kernel-shap", type=int, default=2048, help="kernel_shap samples (both frameworks)")
+    p.add_argument("--sigma", type=float, default=0.15,
+                   help="SmoothGrad noise level (fraction of the embedding range; Captum: stdevs = sigma * range)")
+    p.add_argument("--chunk", nargs="+", metavar="FIGURE[:LENGTH]=N",
+                   help="JAX chunk_size of a new measure (samples per vmapped chunk), e.g. lime=8 or lime:250=16; "
+                        "'auto' for the perturbation measures' auto_chunk; default: the measure's default")
+    p.add_argument("--captum-batch", nargs="+", metavar="FIGURE[:LENGTH]=N",
+                   help="Captum's perturbations_per_eval (occlusion, lime, kernel_shap) or nt_samples_batch_size "
+                        "(smoothgrad, smoothgrad_times_input; 0 = all samples at once); default "
+                        f"{CAPTUM_BATCH}")
+    p.add_argument("--lime-sampling", default="lime_text", choices=("lime_text", "bernoulli"),
+                   help="Captum Lime's perturbations: the lime package's text sampling (as nlproar_jax) or "
+                        "Captum's default Bernoulli(0.5) per feature")
+    p.add_argument("--check", action="store_true",
+                   help="instead of timing: compare the new measures' JAX and Captum attributions on small "
+                        "shapes (--check-batch, --check-length) and print one JSON line per comparison")
+    p.add_argument("--check-batch", type=int, default=4)
+    p.add_argument("--check-length", type=int, default=12)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tag", help="recorded in every JSON line (summarize.py keeps runs with different tags apart)")
     p.add_argument("--out", help="also append the JSON lines to this file")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.chunk = _key_values(args.chunk, lambda v: None if v == "auto" else int(v))
+    given = _key_values(args.captum_batch)
+    # a FIGURE=N on the command line replaces every default of that figure
+    args.captum_batch = {**{k: v for k, v in CAPTUM_BATCH.items() if (k[0] if isinstance(k, tuple) else k) not in given},
+                         **given}
+    for figure in FIGURES:  # ... and a FIGURE:LENGTH=N alone keeps the default elsewhere
+        if figure not in args.captum_batch and figure in CAPTUM_BATCH:
+            args.captum_batch[figure] = CAPTUM_BATCH[figure]
+    return args
 
 
 def cpu_model() -> str:
@@ -112,7 +180,7 @@ class Timer:
     def __init__(self, fn, min_time: float, setup=None):
         self.fn, self.setup = fn, setup or (lambda: None)
         self.setup()
-        self.fn()  # compile / warm up
+        self.fn()  # compile / warm up (PyTorch's first calls of a shape are slow too)
         t0 = time.perf_counter()
         self.fn()
         once = time.perf_counter() - t0
@@ -172,12 +240,15 @@ def main(argv=None) -> int:
               "torch_default_threads": default_threads if args.torch else None,
               "xla_flags": os.environ.get("XLA_FLAGS", ""), "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
               "transparent_hugepage": _read("/sys/kernel/mm/transparent_hugepage/enabled")}
+    if args.check:
+        return run_checks(args, versions, device)
     settings = {"vocab": args.vocab, "embedding": args.embedding, "hidden": args.hidden, "classes": args.classes,
                 "ig_steps": args.ig_steps, "ig_variant": args.ig_variant, "ig_chunk": args.ig_chunk,
                 "repeats": args.repeats, "median": True, "min_time": args.min_time,
                 "paired": args.paired, "aux_length": args.aux_length if args.paired else None,
                 "torch_ig": args.torch_ig if args.torch else None,
-                "torch_gradient": args.torch_gradient if args.torch else None}
+                "torch_gradient": args.torch_gradient if args.torch else None,
+                **({"tag": args.tag} if args.tag else {})}
     out = open(args.out, "a") if args.out else None
 
     def emit(row):
@@ -219,9 +290,15 @@ def main(argv=None) -> int:
         options = dict(steps=args.ig_steps, variant=args.ig_variant, chunk_size=chunk)
         settings["ig_chunk_used"] = chunk or args.ig_steps
         for figure in args.figures:
-            jax_fn = _jax_fn(figure, graphdef, params, batch, key, options, mi_table, args,
-                             jax=jax, original_optimizer=original_optimizer, TrainState=TrainState,
-                             train_step=train_step, importance=importance, score_batch=score_batch, model=model)
+            figure_settings = {}
+            if figure in NEW_MEASURES:
+                measure = importance.get(figure, **new_measure_options(figure, args, length))
+                figure_settings = describe_new_measure(figure, measure, args, args.batch, length)
+                jax_fn = _score_fn(measure, graphdef, params, batch, key, score_batch)
+            else:
+                jax_fn = _jax_fn(figure, graphdef, params, batch, key, options, mi_table, args,
+                                 jax=jax, original_optimizer=original_optimizer, TrainState=TrainState,
+                                 train_step=train_step, importance=importance, score_batch=score_batch, model=model)
             timers = {"jax": Timer(jax_fn, args.min_time)}
             if args.torch:
                 impls = ([args.torch_ig] if args.torch_ig != "both" else ["captum", "loop"]) \
@@ -246,7 +323,8 @@ def main(argv=None) -> int:
                       "batch": args.batch, "length": length, "examples_per_s": medians[name],
                       "tokens_per_s": medians[name] * length, "seconds_per_call": seconds,
                       "samples_examples_per_s": [args.batch / s for s in timer.samples],
-                      "calls_per_sample": timer.calls, **settings, "device": device, "versions": versions})
+                      "calls_per_sample": timer.calls, **settings, **figure_settings, "device": device,
+                      "versions": versions})
             by_impl: dict[str, list[str]] = {}
             for name in names[1:]:
                 by_impl.setdefault(name.split(":")[1], []).append(name)
@@ -257,7 +335,81 @@ def main(argv=None) -> int:
                       "jax_examples_per_s": medians["jax"], "torch_examples_per_s": medians[best],
                       "torch_threads": int(best.split(":")[2]),
                       "ratios_by_torch_threads": {v.split(":")[2]: medians["jax"] / medians[v] for v in variants},
-                      **settings, "device": device, "versions": versions})
+                      **settings, **figure_settings, "device": device, "versions": versions})
+    if out:
+        out.close()
+    return 0
+
+
+def run_checks(args, versions, device) -> int:
+    """``--check``: the new measures' JAX scores against their Captum counterparts on the same weights,
+    one JSON line each (``framework: "check"``): max absolute difference at the maskable positions,
+    the largest score, their ratio and the correlation. Exact counterparts (occlusion; SmoothGrad x
+    input at ``sigma = 0``, which is input x gradient through Captum's NoiseTunnel) should agree to
+    float32 rounding; the sampled ones (gradient SHAP with the [MASK] baseline, KernelSHAP, LIME)
+    draw different random samples, so they agree up to Monte-Carlo error, and KernelSHAP is also
+    compared with the exact Shapley values (``exhaustive=True``)."""
+    import jax
+    import numpy as np
+    import torch
+    from flax import nnx
+
+    from benchmarks import torch_reference as tr
+    from nlproar_jax import importance
+    from nlproar_jax.models import build_model
+    from nlproar_jax.roar.scores import score_batch
+
+    torch.manual_seed(args.seed)
+    b, length = args.check_batch, args.check_length
+    model = build_model(paired=False, vocab_size=args.vocab, num_classes=args.classes, embedding_dim=args.embedding,
+                        hidden_size=args.hidden, seed=args.seed, lstm_impl=args.lstm_impl)
+    graphdef, params = nnx.split(model)
+    rng = np.random.default_rng([args.seed, length])
+    tokens = make_tokens(rng, b, length, args.vocab)
+    labels = rng.integers(0, args.classes, b).astype(np.int32)
+    key, index = jax.random.key(args.seed), np.arange(b, dtype=np.int32)
+    t_model = tr.from_jax(model)
+    t_tokens, t_labels = torch.from_numpy(tokens.astype(np.int64)), torch.from_numpy(labels.astype(np.int64))
+    interior = np.s_[:, 1:-1]
+    out = open(args.out, "a") if args.out else None
+
+    def jax_scores(name, **options):
+        return np.asarray(score_batch(importance.get(name, **options), graphdef, params, tokens, labels, None, key,
+                                      index))
+
+    def compare(name, a, c, note, **extra):
+        a, c = np.asarray(a)[interior], np.asarray(c)[interior]
+        diff, scale = float(np.abs(a - c).max()), float(np.abs(a).max())
+        row = {"framework": "check", "check": name, "batch": b, "length": length, "max_abs_diff": diff,
+               "max_abs_score": scale, "relative": diff / scale, "correlation": float(np.corrcoef(a.ravel(), c.ravel())[0, 1]),
+               "note": note, **extra, "device": device, "versions": versions}
+        line = json.dumps(row)
+        print(line, flush=True)
+        if out:
+            out.write(line + "\n")
+
+    for output in ("logit", "probability"):
+        compare(f"occlusion ({output})", jax_scores("occlusion", signed=True, output=output),
+                tr.occlusion_captum(t_model, t_tokens, t_labels, perturbations_per_eval=4, output=output, signed=True),
+                "exact counterpart: Captum Occlusion, window (1, D), [MASK] baseline")
+    compare("smoothgrad_times_input (sigma=0)", jax_scores("smoothgrad_times_input", samples=3, sigma=0.0, signed=True),
+            tr.smoothgrad_times_input_captum(t_model, t_tokens, t_labels, samples=3, sigma=0.0, signed=True),
+            "exact counterpart at sigma=0 (input x gradient through NoiseTunnel(InputXGradient))")
+    n = 2000
+    compare("gradient_shap (mask baseline)", jax_scores("gradient_shap", samples=n, baseline="mask", signed=True),
+            tr.gradient_shap_captum(t_model, t_tokens, t_labels, samples=n, baselines="mask", signed=True),
+            "Monte-Carlo: both estimate integrated gradients from the [MASK] baseline", samples=n)
+    exact = jax_scores("kernel_shap", exhaustive=True, signed=True)
+    captum_ks = tr.kernel_shap_captum(t_model, t_tokens, t_labels, samples=n, perturbations_per_eval=256, signed=True)
+    compare("kernel_shap: JAX sampled vs JAX exact", jax_scores("kernel_shap", samples=n, signed=True), exact,
+            "the JAX sampled estimate against the exact Shapley values (exhaustive=True)", samples=n)
+    compare("kernel_shap: Captum vs JAX exact", exact, captum_ks,
+            "Captum KernelShap's estimate against the exact Shapley values", samples=n)
+    n = 5000
+    compare("lime", jax_scores("lime", samples=n, signed=True),
+            tr.lime_captum(t_model, t_tokens, t_labels, samples=n, perturbations_per_eval=256, signed=True,
+                           sampling="lime_text"),
+            "Monte-Carlo: same sampling law, kernel and ridge, different draws", samples=n)
     if out:
         out.close()
     return 0
@@ -281,6 +433,70 @@ def _jax_fn(figure, graphdef, params, batch, key, options, table, args, *, jax, 
                                batch.index).block_until_ready()
 
 
+def _score_fn(measure, graphdef, params, batch, key, score_batch):
+    """What a ROAR run calls per batch (nlproar_jax.roar.scores.score_batch), gold labels explained;
+    per-row keys from the example ids."""
+    return lambda: score_batch(measure, graphdef, params, batch.tokens, batch.labels, batch.aux_tokens, key,
+                               batch.index).block_until_ready()
+
+
+def new_measure_options(figure, args, length: int) -> dict:
+    """The options of ``importance.get(figure, ...)`` for a new measure: the sample counts of the
+    command line (the rest the measure's defaults), ``--chunk`` when given."""
+    options = {"smoothgrad": {"samples": args.samples_smoothgrad, "sigma": args.sigma},
+               "smoothgrad_times_input": {"samples": args.samples_smoothgrad, "sigma": args.sigma},
+               "gradient_shap": {"samples": args.samples_gradient_shap},
+               "occlusion": {},
+               "lime": {"samples": args.samples_lime},
+               "kernel_shap": {"samples": args.samples_kernel_shap}}[figure]
+    if (figure, length) in args.chunk or figure in args.chunk:
+        options["chunk_size"] = _for_length(args.chunk, figure, length)
+    return options
+
+
+def describe_new_measure(figure, measure, args, batch: int, length: int) -> dict:
+    """The JSON fields of a new measure's rows: its samples, the JAX measure's options (and the chunk
+    it resolves to), the Captum counterpart and its settings."""
+    import dataclasses
+
+    from nlproar_jax.importance.perturbation import resolve_chunk
+
+    options = {f.name: getattr(measure, f.name) for f in dataclasses.fields(measure)}
+    samples = length + 1 if figure == "occlusion" else measure.samples  # model evaluations per row
+    if figure in PERTURBATION:
+        chunk_used = resolve_chunk(measure.chunk_size, samples, batch, length)
+    else:
+        chunk_used = min(measure.chunk_size or samples, samples)
+    captum_batch = _for_length(args.captum_batch, figure, length)
+    captum = {
+        "smoothgrad": {"class": "NoiseTunnel(Saliency)", "nt_type": "smoothgrad", "nt_samples": samples,
+                       "stdevs": "sigma * (max - min) of the batch's interior embeddings",
+                       "nt_samples_batch_size": captum_batch or None, "reduce": "sum over D",
+                       "note": "statistic differs: Captum averages elementwise |g| (summed over D here), "
+                               "nlproar_jax averages ||E g||_2; same cost (one forward + backward per sample)"},
+        "smoothgrad_times_input": {"class": "NoiseTunnel(InputXGradient)", "nt_type": "smoothgrad",
+                                   "nt_samples": samples, "stdevs": "sigma * (max - min) of the batch's interior "
+                                   "embeddings (nlproar_jax: per row)", "nt_samples_batch_size": captum_batch or None,
+                                   "reduce": "|sum over D|"},
+        "gradient_shap": {"class": "GradientShap", "n_samples": samples, "stdevs": 0.0,
+                          "baselines": f"{batch * samples} random-token embedding rows (one drawn per row and "
+                                       "sample, with replacement)", "reduce": "|sum over D|"},
+        "occlusion": {"class": "Occlusion", "sliding_window_shapes": "(1, D)", "strides": "(1, D)",
+                      "baselines": "[MASK] embedding", "perturbations_per_eval": captum_batch,
+                      "reduce": "|mean over D|"},
+        "lime": {"class": "Lime", "n_samples": samples, "interpretable_model": "SkLearnRidge(alpha=1.0)",
+                 "similarity_func": "lime text kernel: sqrt(exp(-(100 cosine distance(z, 1))^2 / 25^2))",
+                 "perturb_func": "lime text sampling (input first, then k ~ U{1..d} removed)"
+                 if args.lime_sampling == "lime_text" else "Captum default (Bernoulli(0.5) per feature)",
+                 "baselines": "[MASK] embedding", "feature_mask": "one feature per interior token",
+                 "perturbations_per_eval": captum_batch, "forward": "softmax probability", "reduce": "|coef|"},
+        "kernel_shap": {"class": "KernelShap", "n_samples": samples, "baselines": "[MASK] embedding",
+                        "feature_mask": "one feature per interior token", "perturbations_per_eval": captum_batch,
+                        "forward": "logit", "reduce": "|coef|"},
+    }[figure]
+    return {"samples": samples, "measure_options": options, "jax_chunk_used": chunk_used, "captum": captum}
+
+
 def _torch_fn(figure, impl, model, tokens, labels, aux, table, generator, args, *, torch, tr):
     if figure == "train":
         train_model = copy.deepcopy(model)  # training changes the weights; the measures keep theirs
@@ -300,6 +516,25 @@ def _torch_fn(figure, impl, model, tokens, labels, aux, table, generator, args, 
         if impl == "captum":
             return lambda: tr.integrated_gradient_captum(model, tokens, labels, aux, steps=args.ig_steps)
         return lambda: tr.integrated_gradient_loop(model, tokens, labels, aux, args.ig_steps, args.ig_variant)
+    batch = _for_length(args.captum_batch, figure, tokens.shape[1])
+    if figure == "smoothgrad":
+        return lambda: tr.smoothgrad_captum(model, tokens, labels, aux, samples=args.samples_smoothgrad,
+                                            sigma=args.sigma, batch_size=batch or None)
+    if figure == "smoothgrad_times_input":
+        return lambda: tr.smoothgrad_times_input_captum(model, tokens, labels, aux, samples=args.samples_smoothgrad,
+                                                        sigma=args.sigma, batch_size=batch or None)
+    if figure == "gradient_shap":
+        n = args.samples_gradient_shap
+        return lambda: tr.gradient_shap_captum(model, tokens, labels, aux, samples=n,
+                                               baseline_count=tokens.shape[0] * n, generator=generator)
+    if figure == "occlusion":
+        return lambda: tr.occlusion_captum(model, tokens, labels, aux, perturbations_per_eval=batch)
+    if figure == "lime":
+        return lambda: tr.lime_captum(model, tokens, labels, aux, samples=args.samples_lime,
+                                      perturbations_per_eval=batch, sampling=args.lime_sampling)
+    if figure == "kernel_shap":
+        return lambda: tr.kernel_shap_captum(model, tokens, labels, aux, samples=args.samples_kernel_shap,
+                                             perturbations_per_eval=batch)
     raise ValueError(f"unknown figure {figure!r}")
 
 

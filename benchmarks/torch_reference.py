@@ -332,3 +332,202 @@ def integrated_gradient_captum(model, tokens, labels, aux_tokens=None, steps: in
         n_steps=steps, method="riemann_right", internal_batch_size=internal_batch_size)
     scores = attributions.detach().sum(-1)
     return scores if signed else scores.abs()
+
+
+# --------------------------------------------------------------------------------------------------
+# Captum counterparts of the sampled and perturbation measures (issue 15)
+#
+# Every one attributes to the embeddings of the **interior** positions of full-length rows
+# ([CLS] w_1 .. w_n [EOS], no padding: the benchmark's rows), which are exactly the maskable
+# positions there (nlproar_jax's ``model.maskable``): the Captum input is ``x = e[:, 1:-1]`` and the
+# forward function puts the fixed [CLS] / [EOS] embeddings back around it. So noise, baselines and
+# ablations touch the maskable positions only, as nlproar_jax's measures do, and a feature mask gives
+# one interpretable feature per maskable token. The token ids stay the clean ones: a replaced token
+# becomes [MASK], which is attended like the word it replaces (ids >= 3), so the attention mask and
+# the lengths are the same either way.
+
+MASK = 3  # nlproar_jax.data.tokens.MASK
+
+
+def _interior(model, tokens):
+    """``x <f32>[B, T-2, D]``: the embeddings of the interior (= maskable) positions, detached;
+    raises unless every row is full length."""
+    maskable = tokens >= FIRST_ELIGIBLE
+    if not (bool(maskable[:, 1:-1].all()) and not bool(maskable[:, [0, -1]].any())):
+        raise ValueError("the Captum counterparts expect full-length rows: [CLS] words [EOS], no padding")
+    x = model.embed(tokens)[:, 1:-1].detach()
+    return x
+
+
+def _forward_fn(model, output: str = "logit"):
+    """``forward(x, tokens[, aux])``: the logits (``output="probability"``: softmax probabilities)
+    ``<f32>[n, C]`` of the model on ``x`` put back between the clean [CLS] / [EOS] embeddings."""
+    def forward(x, toks, aux=None):
+        e = model.embed(toks)
+        emb = torch.cat([e[:, :1], x, e[:, -1:]], dim=1)
+        logits = model.logits_from_embeddings(emb, toks, aux)[0]
+        return torch.softmax(logits, dim=-1) if output == "probability" else logits
+    return forward
+
+
+def _extra(tokens, aux_tokens):
+    return (tokens,) if aux_tokens is None else (tokens, aux_tokens)
+
+
+def _mask_embedding(model, like: torch.Tensor) -> torch.Tensor:
+    """``<f32>[1, 1, D]``: the [MASK] token's embedding, which Captum broadcasts to every interior
+    position of every row (the cheapest baseline shape it takes)."""
+    with torch.no_grad():
+        return model.embedding_matrix[MASK].detach().view(1, 1, -1).clone()
+
+
+def _finish(attributions: torch.Tensor, signed: bool, reduce: str = "sum") -> torch.Tensor:
+    """``<f32>[B, T]`` from ``attributions <f32>[B, T-2, D]``: reduced over D, 0 at the specials."""
+    a = attributions.detach()
+    s = a.sum(-1) if reduce == "sum" else a.mean(-1)
+    s = torch.nn.functional.pad(s, (1, 1))
+    return s if signed else s.abs()
+
+
+def smoothgrad_captum(model, tokens, labels, aux_tokens=None, samples: int = 50, sigma: float = 0.15,
+                      batch_size: Optional[int] = None) -> torch.Tensor:
+    """``NoiseTunnel(Saliency)``, ``nt_type="smoothgrad"``, ``stdevs = sigma * (max - min)`` of the
+    batch's interior embeddings, summed over D: ``mean_s ||g(x + eps_s)||_1`` per position. Not
+    nlproar_jax's statistic (``mean_s ||E g||_2``): Captum has none like it; the cost is the same
+    (one forward + backward per sample and row)."""
+    from captum.attr import NoiseTunnel, Saliency
+
+    x = _interior(model, tokens)
+    stdev = float(sigma * (x.max() - x.min()))
+    a = NoiseTunnel(Saliency(_forward_fn(model))).attribute(
+        x, nt_type="smoothgrad", nt_samples=samples, nt_samples_batch_size=batch_size, stdevs=stdev,
+        target=labels, additional_forward_args=_extra(tokens, aux_tokens))
+    return _finish(a, signed=True)
+
+
+def smoothgrad_times_input_captum(model, tokens, labels, aux_tokens=None, samples: int = 50, sigma: float = 0.15,
+                                  batch_size: Optional[int] = None, signed: bool = False) -> torch.Tensor:
+    """``NoiseTunnel(InputXGradient)``, ``nt_type="smoothgrad"``, summed over D: ``|mean_s (x + eps_s) .
+    g(x + eps_s)|`` (nlproar_jax's ``smoothgrad_times_input``; its noise scale is per row, Captum's one
+    ``stdevs`` per input tensor, here the batch's range)."""
+    from captum.attr import InputXGradient, NoiseTunnel
+
+    x = _interior(model, tokens)
+    stdev = float(sigma * (x.max() - x.min()))
+    a = NoiseTunnel(InputXGradient(_forward_fn(model))).attribute(
+        x, nt_type="smoothgrad", nt_samples=samples, nt_samples_batch_size=batch_size, stdevs=stdev,
+        target=labels, additional_forward_args=_extra(tokens, aux_tokens))
+    return _finish(a, signed=signed)
+
+
+def random_token_baselines(model, like: torch.Tensor, count: int, generator=None) -> torch.Tensor:
+    """``<f32>[count, T-2, D]``: embeddings of tokens drawn uniformly from the whole vocabulary, one
+    per (baseline, position): Captum's ``GradientShap`` draws one of them per (row, sample)."""
+    table = model.embedding_matrix.detach()
+    ids = torch.randint(0, table.shape[0], (count, like.shape[1]), generator=generator)
+    return table[ids]
+
+
+def gradient_shap_captum(model, tokens, labels, aux_tokens=None, samples: int = 5, baselines=None,
+                         baseline_count: int = 64, signed: bool = False, generator=None) -> torch.Tensor:
+    """``GradientShap`` with ``n_samples=samples``, ``stdevs=0``, summed over D. ``baselines``: a
+    ``[K, T-2, D]`` distribution (default: ``baseline_count`` random-token rows, nlproar_jax's
+    ``baseline="random_tokens"``), or ``"mask"`` for the [MASK] embedding."""
+    from captum.attr import GradientShap
+
+    x = _interior(model, tokens)
+    if baselines is None:
+        baselines = random_token_baselines(model, x, baseline_count, generator)
+    elif isinstance(baselines, str) and baselines == "mask":
+        baselines = _mask_embedding(model, x).expand(1, x.shape[1], -1).contiguous()  # GradientShap: [K, T-2, D]
+    a = GradientShap(_forward_fn(model)).attribute(
+        x, baselines=baselines, n_samples=samples, stdevs=0.0, target=labels,
+        additional_forward_args=_extra(tokens, aux_tokens))
+    return _finish(a, signed=signed)
+
+
+def occlusion_captum(model, tokens, labels, aux_tokens=None, perturbations_per_eval: int = 1,
+                     output: str = "logit", signed: bool = False) -> torch.Tensor:
+    """``Occlusion`` with a window of one token (``(1, D)``, stride 1) and the [MASK] embedding as
+    baseline: ``f(x) - f(x with token t replaced by [MASK])``. Captum gives that difference to each
+    of the window's D elements, so the score is their mean."""
+    from captum.attr import Occlusion
+
+    x = _interior(model, tokens)
+    a = Occlusion(_forward_fn(model, output)).attribute(
+        x, sliding_window_shapes=(1, x.shape[-1]), strides=(1, x.shape[-1]), baselines=_mask_embedding(model, x),
+        target=labels, additional_forward_args=_extra(tokens, aux_tokens),
+        perturbations_per_eval=perturbations_per_eval)
+    return _finish(a, signed, reduce="mean")
+
+
+def _feature_mask(x: torch.Tensor) -> torch.Tensor:
+    """``<int64>[1, T-2, 1]``: one interpretable feature per interior token, broadcast over rows and
+    the embedding dimension (Captum's cheapest feature-mask shape: its per-sample
+    ``default_from_interp_rep_transform`` indexes the sample with this mask)."""
+    return torch.arange(x.shape[1]).view(1, -1, 1)
+
+
+def lime_text_similarity(kernel_width: float = 25.0):
+    """The ``lime`` package's text kernel on the interpretable sample ``z``: ``distance = 100 * cosine
+    distance(z, 1) = 100 (1 - sqrt(|z| / d))``, weight ``sqrt(exp(-distance^2 / width^2))``."""
+    def similarity(_original, _perturbed, z, **kwargs):
+        d = z.shape[-1]
+        distance = 100.0 * (1.0 - (float(z.sum()) / d) ** 0.5)
+        return np.sqrt(np.exp(-distance ** 2 / kernel_width ** 2))
+    return similarity
+
+
+def lime_text_perturbations(original_inp, **kwargs):
+    """``LimeTextExplainer``'s sampling as a Captum perturbation generator: first the input itself,
+    then each sample removes ``k ~ U{1..d}`` distinct features, uniformly."""
+    d = int(kwargs["num_interp_features"])
+    yield torch.ones(1, d, dtype=torch.long)
+    while True:
+        z = torch.ones(1, d, dtype=torch.long)
+        k = int(torch.randint(1, d + 1, ()))
+        z[0, torch.randperm(d)[:k]] = 0
+        yield z
+
+
+def lime_captum(model, tokens, labels, aux_tokens=None, samples: int = 5000, perturbations_per_eval: int = 1,
+                kernel_width: float = 25.0, alpha: float = 1.0, output: str = "probability",
+                signed: bool = False, sampling: str = "lime_text") -> torch.Tensor:
+    """Captum ``Lime`` with nlproar_jax's (the ``lime`` package's) choices: interpretable model
+    ``SkLearnRidge(alpha)`` (sklearn ``Ridge``, intercept), the text kernel of
+    :func:`lime_text_similarity`, ``LimeTextExplainer``'s sampling (:func:`lime_text_perturbations`;
+    ``sampling="bernoulli"``: Captum's default), the [MASK] embedding as the removed value, one
+    feature per token. With a batch Captum fits one model per row, one row at a time."""
+    from captum._utils.models.linear_model import SkLearnRidge
+    from captum.attr import Lime
+
+    x = _interior(model, tokens)
+    lime = Lime(_forward_fn(model, output), interpretable_model=SkLearnRidge(alpha=alpha),
+                similarity_func=lime_text_similarity(kernel_width),
+                perturb_func=lime_text_perturbations if sampling == "lime_text" else None)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "multiple inputs ... a separate interpretable model for each example"
+        a = lime.attribute(x, baselines=_mask_embedding(model, x), target=labels,
+                           additional_forward_args=_extra(tokens, aux_tokens), feature_mask=_feature_mask(x),
+                           n_samples=samples, perturbations_per_eval=perturbations_per_eval)
+    return _finish(a, signed, reduce="mean")
+
+
+def kernel_shap_captum(model, tokens, labels, aux_tokens=None, samples: int = 2048, perturbations_per_eval: int = 1,
+                       output: str = "logit", signed: bool = False) -> torch.Tensor:
+    """Captum ``KernelShap`` (its Shapley-kernel sampling, ``SkLearnLinearRegression``, weight 1e6 on
+    the full and empty coalitions), the [MASK] embedding as the absent value, one feature per token;
+    one fit per row, one row at a time."""
+    from captum.attr import KernelShap
+
+    x = _interior(model, tokens)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        a = KernelShap(_forward_fn(model, output)).attribute(
+            x, baselines=_mask_embedding(model, x), target=labels, additional_forward_args=_extra(tokens, aux_tokens),
+            feature_mask=_feature_mask(x), n_samples=samples, perturbations_per_eval=perturbations_per_eval)
+    return _finish(a, signed, reduce="mean")

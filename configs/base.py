@@ -27,6 +27,19 @@ def get_config() -> ml_collections.ConfigDict:
     # XLA:CPU, same function and gradients), "auto" (chunked on a CPU backend, else scan; decided
     # once, when the model is built). Parameters are the same for all three.
     c.lstm_impl = "auto"
+    # model = "transformer" / "transformer-soft-attention": a small transformer trained from scratch on
+    # the task's vocabulary (nlp-lime-ig's sizes; nlproar_jax/models/transformer.py). Its own embeddings:
+    # embedding, embedding_dim and hidden_size do not apply. max_len: position embeddings (longer
+    # inputs, main + auxiliary, are an error). Dropout only acts with a dropout key, which the
+    # pipeline's training loop does not pass: pipeline runs train without it.
+    c.transformer = ml_collections.ConfigDict(dict(dim=128, heads=2, layers=2, ff=512, dropout=0.1, max_len=512))
+    # model = "transformer-soft-attention": the soft-attention head (Bujel et al. 2021; their released
+    # settings; nlproar_jax/models/soft_attention.py): evidence and hidden layer sizes, dropout on the
+    # encoder states, gamma (weight of the auxiliary losses: min token score -> 0, max -> target) and
+    # max_target: "label" (binary tasks: the max token score is pulled to the label) or "one" (to 1 in
+    # every document: any number of classes). Its token scores are the soft_attention measure.
+    c.soft_attention = ml_collections.ConfigDict(dict(evidence=100, hidden=300, dropout=0.1, gamma=0.1,
+                                                      max_target="label"))
     # --- training (the original: Adam + AMSGrad, lr 1e-3, coupled L2 1e-5) ------------------
     c.seed = 0
     c.batch_size = 32
@@ -68,6 +81,16 @@ def get_config() -> ml_collections.ConfigDict:
     # The sweep trains each seed's classic runs of one measure and strategy together (one
     # run_together call per group: one vmapped program on accelerators, see seeds_together).
     c.grid.classic_together = False
+    # --- faithfulness without retraining, and plausibility (python -m nlproar_jax.evaluate) ----
+    # Every measure of grid.measures on every seed's k=0 base model, on one split: ERASER's erasure
+    # metrics (nlproar_jax/evaluation/erasure.py) and, where the task has gold rationales (synthetic:
+    # its signal words), plausibility (nlproar_jax/evaluation/plausibility.py). Training ignores these.
+    c.evaluation = ml_collections.ConfigDict()
+    c.evaluation.split = "test"
+    c.evaluation.removal = "mask"  # "mask": [MASK] in place, as ROAR; "delete": drop and re-pack, as ERASER
+    c.evaluation.target = "gold"  # the class explained: the "gold" label (what the measures explain) | "predicted"
+    c.evaluation.bins = (1, 5, 10, 20, 50)  # % of each row's eligible tokens removed / kept (ERASER's bins)
+    c.evaluation.aopc = "mean"  # the table's AOPC: "mean" over bins (ERASER, ferret) | "unirex" (sum / (bins + 1))
     # --- where things go -------------------------------------------------------------------
     c.persistent_dir = "./runs"
     # XLA's persistent compilation cache: later runs (and Slurm jobs sharing the directory) skip

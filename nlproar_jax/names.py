@@ -6,10 +6,10 @@ imports no JAX, so the bookkeeping layer stays light.
 
 * :data:`TASKS`: task name -> :class:`TaskSpec` (loader, paired, monitored and reported metric).
 * :data:`MEASURES` and :data:`MEASURE_ALIASES` (the original's spellings), :func:`canonical_measure`,
-  :data:`MODEL_FREE`, :data:`IG_VARIANTS`, :func:`measure_tag`.
+  :data:`MODEL_FREE`, :data:`MODEL_SPECIFIC`, :data:`IG_VARIANTS`, :func:`measure_tag`.
 * :data:`STRATEGIES` (ROAR masking), :data:`DEFAULT_STEP` (recursive step per strategy).
 * :class:`Experiment`: one ROAR run, validated from a config; its id and its reference run.
-* :class:`Paths`: every file a run or a grid writes under ``persistent_dir``.
+* :class:`Paths`: every file a run, a grid or an evaluation writes under ``persistent_dir``.
 
 :func:`Experiment.from_config` checks every field of an ``ml_collections`` config once, at
 start-up, with errors that name the bad value and the valid choices. The experiment id is built
@@ -58,7 +58,9 @@ MEASURES = ("random", "mutual_information", "attention", "gradient", "input_time
             "integrated_gradient",
             # beyond the original: sampled gradients, perturbation, learned gates
             "smoothgrad", "smoothgrad_times_input", "gradient_shap", "occlusion", "lime", "kernel_shap",
-            "diffmask")
+            "diffmask",
+            # model-specific: read off a model that has them (MODEL_SPECIFIC)
+            "soft_attention")
 # The original's six (its grid, ORIGINAL.md section 7).
 ORIGINAL_MEASURES = MEASURES[:6]
 # Measures whose scores need no trained model.
@@ -67,6 +69,8 @@ MODEL_FREE = ("random", "mutual_information")
 STOCHASTIC = ("random", "smoothgrad", "smoothgrad_times_input", "gradient_shap", "lime", "kernel_shap")
 # Measures trained on the explained model's training split before they score (importance precompute).
 LEARNED = ("diffmask",)
+# Measures that only some models have: measure -> the model method it reads (a clear error otherwise).
+MODEL_SPECIFIC = {"soft_attention": "token_scores"}
 # The original's spellings (nlp-roar-interpretability command lines and file names).
 MEASURE_ALIASES = {
     "mutual-information": "mutual_information",
@@ -91,6 +95,7 @@ MEASURE_ALIASES = {
     "kernelshap": "kernel_shap",
     "diff_mask": "diffmask",
     "diff-mask": "diffmask",
+    "soft-attention": "soft_attention",
 }
 IG_VARIANTS = ("alpha_weighted", "textbook")
 
@@ -336,6 +341,15 @@ class Paths:
 
     def importance(self, reference, measure_tag: str) -> str:
         return os.path.join(self.root, "cache", "importance", f"{_id(reference)}__{measure_tag}.npz")
+
+    @property
+    def erasure_dir(self) -> str:
+        return os.path.join(self.root, "erasure")
+
+    def erasure(self, base, measure_tag: str, settings_tag: str = "") -> str:
+        """The erasure (faithfulness without retraining) and plausibility of one measure on a base run
+        (``python -m nlproar_jax.evaluate``); ``settings_tag``: the evaluation's non-default settings."""
+        return os.path.join(self.erasure_dir, f"{_id(base)}_y-{measure_tag}{settings_tag}.json")
 
     @property
     def dataset_cache(self) -> str:

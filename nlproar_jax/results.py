@@ -10,6 +10,8 @@ Reads every ``results/*.json`` under the persistent dir and writes to ``--out``
 - ``summary.csv`` / ``summary.json``: per (task, measure, strategy,
   classic|recursive) the area between the measure's curve and random's
   (:mod:`nlproar_jax.analysis.faithfulness`), mean and 95% bootstrap CI over seeds;
+- ``erasure.csv``: where ``python -m nlproar_jax.evaluate`` has run, one row per (seed, measure):
+  erasure faithfulness without retraining and plausibility (``erasure/*.json``);
 - ``plots/roar_<task>_<strategy>.png``: test metric vs k, classic and recursive panels;
 - ``report.html`` with ``--report`` (:mod:`nlproar_jax.analysis.report`).
 

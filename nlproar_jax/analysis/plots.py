@@ -24,17 +24,19 @@ PRETTY = {"random": "Random", "attention": "Attention", "gradient": "Gradient",
           "input_times_gradient": "Input × gradient", "integrated_gradient": "Integrated gradient",
           "mutual_information": "Mutual information", "smoothgrad": "SmoothGrad",
           "smoothgrad_times_input": "SmoothGrad × input", "gradient_shap": "Gradient SHAP",
-          "occlusion": "Occlusion", "lime": "LIME", "kernel_shap": "KernelSHAP", "diffmask": "DiffMask"}
+          "occlusion": "Occlusion", "lime": "LIME", "kernel_shap": "KernelSHAP", "diffmask": "DiffMask",
+          "soft_attention": "Soft attention"}
 # Fixed per measure so every figure (and the report) uses the same colour for the same measure.
 COLORS = {"random": "#555555", "attention": "#F8766D", "gradient": "#A3A500", "integrated_gradient": "#00BF7D",
           "mutual_information": "#00B0F6", "input_times_gradient": "#E76BF3", "smoothgrad": "#8C564B",
           "smoothgrad_times_input": "#D4A017", "gradient_shap": "#1F77B4", "occlusion": "#9467BD",
-          "lime": "#2CA02C", "kernel_shap": "#D62728", "diffmask": "#000080"}
+          "lime": "#2CA02C", "kernel_shap": "#D62728", "diffmask": "#000080",
+          "soft_attention": "#FF7F0E"}
 MARKERS = {"random": "v", "attention": "o", "gradient": "^", "integrated_gradient": "s",
            "mutual_information": "D", "input_times_gradient": "P", "smoothgrad": "<",
            "smoothgrad_times_input": ">", "gradient_shap": "X", "occlusion": "h", "lime": "*",
-           "kernel_shap": "p", "diffmask": "d"}
-ORDER = ("attention", "gradient", "input_times_gradient", "integrated_gradient", "smoothgrad",
+           "kernel_shap": "p", "diffmask": "d", "soft_attention": "8"}
+ORDER = ("attention", "soft_attention", "gradient", "input_times_gradient", "integrated_gradient", "smoothgrad",
          "smoothgrad_times_input", "gradient_shap", "occlusion", "lime", "kernel_shap", "diffmask",
          "mutual_information", "random")
 

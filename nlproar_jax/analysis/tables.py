@@ -4,7 +4,9 @@ Everything that reads runs back lives here once: :func:`load_results` reads ``re
 :func:`seed_curves` is the one curve builder (keyed by the full measure tag, so IG variants and
 step counts stay apart) behind the summary, the plots, the report and the table
 :func:`format_roar_table` that ``python -m nlproar_jax.sweep`` prints; :func:`export` writes
-everything for ``python -m nlproar_jax.results``. Needs numpy, scipy and matplotlib; not JAX.
+everything for ``python -m nlproar_jax.results``. :func:`load_erasure`, :func:`erasure_table` and
+:func:`format_erasure_table` do the same for the erasure/plausibility files of ``python -m
+nlproar_jax.evaluate`` (``erasure.csv``). Needs numpy, scipy and matplotlib; not JAX.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
-from nlproar_jax.names import Paths
+from nlproar_jax.names import MEASURES, Paths
 from nlproar_jax.names import measure_tag as experiment_measure_tag
 from nlproar_jax.analysis.faithfulness import FULL_MASK_K, MeanCI, faithfulness, mean_ci
 
@@ -275,6 +277,122 @@ def _json_safe(obj):
     return obj
 
 
+# -- faithfulness without retraining (erasure) and plausibility -------------------------------
+# The headline of ``python -m nlproar_jax.evaluate``: (table heading, ``metrics`` key of an erasure file).
+ERASURE_HEADLINE = (("comp_aopc", "aopc_comprehensiveness"), ("suff_aopc", "aopc_sufficiency"),
+                    ("flip_top1", "flip_top1"), ("auprc", "auprc"), ("map", "map"), ("f1@gold", "topk_f1"))
+ERASURE_ID_COLUMNS = ("evaluation_id", "base_id", "task", "model", "seed", "measure", "measure_tag",
+                      "measure_options", "split", "removal", "target", "bins", "aopc_normalisation", "rows")
+
+
+def load_erasure(persistent_dir: str) -> list[dict]:
+    """Every erasure/plausibility file under ``persistent_dir`` (:attr:`Paths.erasure_dir`, written by
+    ``python -m nlproar_jax.evaluate``), sorted by file name."""
+    out = []
+    for path in sorted(glob.glob(os.path.join(Paths(persistent_dir).erasure_dir, "*.json"))):
+        with open(path) as f:
+            out.append(json.load(f))
+    return out
+
+
+def erasure_metrics(evaluation: dict, aopc: Optional[str] = None) -> dict:
+    """The headline metrics of one erasure file (:data:`ERASURE_HEADLINE` keys), the AOPCs under
+    ``aopc`` normalisation ("mean" | "unirex"; None = the file's own). NaN where not computed (no gold
+    rationales: no plausibility)."""
+    aopc = aopc or evaluation["settings"]["aopc_normalisation"]
+    suffix = "" if aopc == "mean" else f"_{aopc}"
+    erasure, plaus = evaluation["erasure"], evaluation.get("plausibility") or {}
+    out = {"aopc_comprehensiveness": erasure[f"aopc_comprehensiveness{suffix}"],
+           "aopc_sufficiency": erasure[f"aopc_sufficiency{suffix}"], "flip_top1": erasure["flip_top1"]}
+    for name in ("auprc", "map", "topk_f1"):
+        value = plaus.get(name)
+        out[name] = float("nan") if value is None else float(value)
+    return out
+
+
+def _settings_key(evaluation: dict) -> tuple:
+    s = evaluation["settings"]
+    return (evaluation["task"], evaluation["split"], s["removal"], s["target"], tuple(s["bins"]))
+
+
+def erasure_table(evaluations: Iterable[dict]) -> tuple[list[str], list[dict]]:
+    """``(columns, rows)``: one row per erasure file (seed x measure x settings): ids and settings, the
+    headline metrics, then every erasure (``erasure_*``) and plausibility (``plausibility_*``) mean and
+    the seconds."""
+    rows = []
+    for ev in evaluations:
+        s = ev["settings"]
+        row = {name: ev.get(name) for name in ERASURE_ID_COLUMNS}
+        row.update(removal=s["removal"], target=s["target"], bins=list(s["bins"]),
+                   aopc_normalisation=s["aopc_normalisation"])
+        row.update(erasure_metrics(ev))
+        for name, value in sorted(ev["erasure"].items()):
+            row[f"erasure_{name}"] = value
+        for name, value in sorted((ev.get("plausibility") or {}).items()):
+            row[f"plausibility_{name}"] = value
+        for part, value in sorted(ev.get("seconds", {}).items()):
+            row[f"seconds_{part}"] = value
+        row["device"] = ev.get("device")
+        rows.append(row)
+    rows.sort(key=lambda r: (r["task"], r["split"], r["removal"], r["target"], str(r["bins"]), r["seed"],
+                             _measure_order(r["measure_tag"])))
+    headline = [key for _, key in ERASURE_HEADLINE]
+    rest = sorted({c for r in rows for c in r if c.startswith(("erasure_", "plausibility_"))}, key=_bin_order)
+    seconds = sorted({c for r in rows for c in r if c.startswith("seconds_")})
+    return list(ERASURE_ID_COLUMNS) + headline + rest + seconds + ["device"], rows
+
+
+def _bin_order(column: str) -> tuple:
+    """``erasure_comprehensiveness@5`` before ``@10``: per-bin columns by their bin, others by name."""
+    name, at, k = column.partition("@")
+    return (name, int(k) if at and k.isdigit() else -1, column)
+
+
+def _measure_order(tag: str) -> tuple:
+    """Measures in the order of :data:`nlproar_jax.names.MEASURES` (the grid's), then by tag."""
+    name = tag.split("-")[0]
+    return (MEASURES.index(name) if name in MEASURES else len(MEASURES), tag)
+
+
+def format_erasure_table(evaluations: Iterable[dict], aopc: Optional[str] = None) -> str:
+    """A text table per (task, split, removal, target, bins): one row per measure tag, the headline
+    metrics (:data:`ERASURE_HEADLINE`), mean over the seeds evaluated."""
+    evaluations = list(evaluations)
+    if not evaluations:
+        return "(no erasure results yet: run python -m nlproar_jax.evaluate)"
+    lines = []
+    for key in sorted({_settings_key(ev) for ev in evaluations}, key=str):
+        group = [ev for ev in evaluations if _settings_key(ev) == key]
+        norm = aopc or group[0]["settings"]["aopc_normalisation"]
+        task, split, removal, target, bins = key
+        lines += [f"{task}: {split} split, removal={removal}, target={target}, bins={','.join(map(str, bins))}% "
+                  f"of eligible tokens, AOPC={norm}; mean over seeds",
+                  "  higher = better for every column but suff_aopc (lower = the top tokens suffice)"]
+        head = f"{'measure':<26}{'seeds':>6}" + "".join(f"{label:>11}" for label, _ in ERASURE_HEADLINE)
+        lines += [head, "-" * len(head)]
+        tags = sorted({ev["measure_tag"] for ev in group}, key=_measure_order)
+        for tag in tags:
+            per_seed = [erasure_metrics(ev, norm) for ev in group if ev["measure_tag"] == tag]
+            row = f"{tag:<26}{len(per_seed):>6}"
+            for _, name in ERASURE_HEADLINE:
+                vals = [m[name] for m in per_seed if not math.isnan(m[name])]
+                row += f"{np.mean(vals):>11.3f}" if vals else f"{'n/a':>11}"
+            lines.append(row)
+        lines.append("")
+    return "\n".join(lines).rstrip()
+
+
+def export_erasure(persistent_dir: str, out_dir: Optional[str] = None) -> Optional[str]:
+    """Write ``erasure.csv`` (:func:`erasure_table`) to ``out_dir`` (default ``<persistent_dir>/export``)
+    if there is any erasure file; return its path, else None."""
+    evaluations = load_erasure(persistent_dir)
+    if not evaluations:
+        return None
+    path = os.path.join(out_dir or Paths(persistent_dir).export_dir, "erasure.csv")
+    write_csv(path, *erasure_table(evaluations))
+    return path
+
+
 # -- everything at once ----------------------------------------------------------------------
 def export(persistent_dir: str, out_dir: Optional[str] = None, *, upto: Sequence[Optional[int]] = (None,),
            report: bool = False, plots: bool = True) -> dict:
@@ -298,6 +416,9 @@ def export(persistent_dir: str, out_dir: Optional[str] = None, *, upto: Sequence
                               "ci": "95% bootstrap (scipy.stats.bootstrap, BCa) over seeds; "
                                     "a single seed gives low = mean = high",
                               "summary": summary}), f, indent=2)
+    erasure_csv = export_erasure(persistent_dir, out_dir)
+    if erasure_csv:
+        written["erasure_csv"] = erasure_csv
     if plots:
         from nlproar_jax.analysis.plots import plot_all
 

@@ -32,11 +32,14 @@ occlusion               :func:`occlusion`                     ``output``, ``sign
 lime                    :func:`lime`                          ``samples``, ``kernel``, ``kernel_width``, ``alpha``, ``output``, ``signed``, ``exhaustive``, ``chunk_size``
 kernel_shap             :func:`kernel_shap`                   ``samples``, ``output``, ``signed``, ``exhaustive``, ``chunk_size``
 diffmask                :func:`diffmask`                      ``reads``, ``layer``, ``baseline``, ``epsilon``, ``epochs``, ... (``.fit`` first)
+soft_attention          :func:`soft_attention`                - (needs a model with ``token_scores``)
 ======================  ====================================  =======================================
 
 The sampled measures (:data:`STOCHASTIC`) need ``key`` (one per row, or one split by row index);
 ``diffmask`` is learned (:data:`LEARNED`): ``diffmask().fit(model, train_split, key=...)`` returns the
 measure with its gate network, which the pipeline does on the explained model's training split.
+``soft_attention`` is model-specific (:data:`MODEL_SPECIFIC`): the token scores of a model with a
+soft-attention head (``config.model = "transformer-soft-attention"``); other models raise ValueError.
 
 Model-based measures also take ``fast_path`` (use the model's linear-input fast path when it has one;
 default True) and ``precision`` (matmul precision; default ``"highest"``).
@@ -54,12 +57,14 @@ from nlproar_jax.importance.mutual_information import MutualInformation, mutual_
 from nlproar_jax.importance.occlusion import Occlusion
 from nlproar_jax.importance.random_baseline import Random
 from nlproar_jax.importance.smoothgrad import SmoothGrad, SmoothGradTimesInput
+from nlproar_jax.importance.soft_attention import SoftAttention
 from nlproar_jax.names import (
     IG_VARIANTS,
     LEARNED,
     MEASURE_ALIASES,
     MEASURES,
     MODEL_FREE,
+    MODEL_SPECIFIC,
     STOCHASTIC,
     canonical_measure,
 )
@@ -78,10 +83,11 @@ occlusion = Occlusion
 lime = Lime
 kernel_shap = KernelShap
 diffmask = DiffMask
+soft_attention = SoftAttention
 
 REGISTRY = {cls.name: cls for cls in (Random, MutualInformation, Attention, Gradient, InputTimesGradient,
                                       IntegratedGradients, SmoothGrad, SmoothGradTimesInput, GradientShap,
-                                      Occlusion, Lime, KernelShap, DiffMask)}
+                                      Occlusion, Lime, KernelShap, DiffMask, SoftAttention)}
 assert tuple(REGISTRY) == tuple(sorted(REGISTRY, key=MEASURES.index)) and set(REGISTRY) == set(MEASURES)
 
 
@@ -110,9 +116,10 @@ def get(name: str, **options):
 
 __all__ = [
     "Attention", "DiffMask", "Gradient", "GradientShap", "IG_VARIANTS", "InputTimesGradient", "IntegratedGradients",
-    "KernelShap", "LEARNED", "Lime", "MEASURES", "MEASURE_ALIASES", "MODEL_FREE", "MutualInformation", "Occlusion",
-    "REGISTRY", "Random", "STOCHASTIC", "SmoothGrad", "SmoothGradTimesInput", "attention", "canonical_measure",
+    "KernelShap", "LEARNED", "Lime", "MEASURES", "MEASURE_ALIASES", "MODEL_FREE", "MODEL_SPECIFIC", "MutualInformation",
+    "Occlusion", "REGISTRY", "Random", "STOCHASTIC", "SmoothGrad", "SmoothGradTimesInput", "SoftAttention", "attention",
+    "canonical_measure",
     "diffmask", "get", "gradient", "gradient_shap", "input_times_gradient", "integrated_gradients", "kernel_shap",
     "lime", "mutual_information", "mutual_information_table", "occlusion", "options_of", "random_baseline",
-    "smoothgrad", "smoothgrad_times_input",
+    "smoothgrad", "smoothgrad_times_input", "soft_attention",
 ]

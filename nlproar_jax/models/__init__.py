@@ -1,5 +1,7 @@
 """Models: the classifier protocol, the original's BiLSTM + attention classifiers, and the registry
-that builds a task's model by name (``config.model``).
+that builds a task's model by name (``config.model``): ``rnn`` (the original's), ``transformer``
+(:mod:`.transformer`, trained from scratch) and ``transformer-soft-attention`` (the same encoder with
+the soft-attention head, :mod:`.soft_attention`).
 
 Any ``flax.nnx`` module meeting :mod:`nlproar_jax.models.protocol` trains, is attributed by every
 measure and goes through ROAR. To run the pipeline with your own, register a builder::
@@ -20,6 +22,7 @@ from flax import nnx
 
 from nlproar_jax.models.bilstm import BiLSTM
 from nlproar_jax.models.protocol import Classifier, check_classifier, forward
+from nlproar_jax.models import soft_attention, transformer
 from nlproar_jax.models.rnn_attention import PairedSequenceModel, SingleSequenceModel, build_model, from_config
 from nlproar_jax.names import check_model_name
 
@@ -46,6 +49,8 @@ def build_from_config(config, data, seed: int):
 
 
 register_model("rnn", from_config)
+register_model("transformer", transformer.from_config)  # a small transformer trained from scratch
+register_model("transformer-soft-attention", soft_attention.from_config)  # ... with the soft-attention head
 
 
 def split(model):

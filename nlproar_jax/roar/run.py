@@ -41,7 +41,7 @@ log = logging.getLogger("nlproar_jax")
 # Fields that do not change what one run computes: how and where it runs, and which grid it is part of.
 # (lstm_impl: every BiLSTM kernel computes the same function and gradients, tests/test_models.py.)
 _NOT_IDENTITY = ("persistent_dir", "data_dir", "config_file", "compilation_cache_dir", "seeds_together",
-                 "malloc_hugetlb", "k_together", "grid", "lstm_impl")
+                 "malloc_hugetlb", "k_together", "grid", "lstm_impl", "evaluation")
 
 
 def _check_config(paths: Paths, exp: Experiment, config) -> None:
@@ -52,8 +52,10 @@ def _check_config(paths: Paths, exp: Experiment, config) -> None:
     current = {k: v for k, v in config.to_dict().items() if k not in _NOT_IDENTITY}
     with open(path) as f:
         previous = {k: v for k, v in json.load(f).items() if k not in _NOT_IDENTITY}
-    diff = {k: (previous.get(k), current.get(k)) for k in set(previous) | set(current)
-            if json.dumps(previous.get(k), sort_keys=True) != json.dumps(current.get(k), sort_keys=True)}
+    # Fields only one side has were added to (or removed from) the configs since the run started: a new
+    # field's default is what the run used, so only the fields both sides have are compared.
+    diff = {k: (previous[k], current[k]) for k in set(previous) & set(current)
+            if json.dumps(previous[k], sort_keys=True) != json.dumps(current[k], sort_keys=True)}
     if diff:
         raise ValueError(f"{paths.run_dir(exp)} was started with different settings {diff} (before, now); "
                          "use another --config.persistent_dir or delete that run directory")

@@ -44,6 +44,7 @@ class Progress:
         self.bar = None
         self.silent = mode == "off"
         if not self.silent and _interactive():
+            tqdm.monitor_interval = 0  # no monitor thread (it only adjusts the refresh rate)
             self.bar = tqdm(total=self.total, desc=desc, unit=unit, unit_scale=True, leave=False,
                             mininterval=0.5, delay=2.0, file=sys.stderr, dynamic_ncols=True)
 

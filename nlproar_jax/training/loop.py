@@ -52,9 +52,15 @@ class TrainState(NamedTuple):
 
 # -- steps -----------------------------------------------------------------------------------
 def loss_fn(params, graphdef, batch: Batch) -> jax.Array:
-    """Weighted mean cross-entropy (filler rows have weight 0)."""
-    logits, _ = forward(nnx.merge(graphdef, params), batch.tokens, batch.aux_tokens)
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch.labels)
+    """Weighted mean cross-entropy (filler rows have weight 0), plus the model's own per-row auxiliary
+    loss when it has one: ``logits_and_auxiliary_loss(tokens, aux_tokens, labels) -> (logits, <f32>[B])``
+    (one forward pass; the soft-attention head's)."""
+    model = nnx.merge(graphdef, params)
+    if hasattr(model, "logits_and_auxiliary_loss"):
+        logits, extra = model.logits_and_auxiliary_loss(batch.tokens, batch.aux_tokens, batch.labels)
+    else:
+        (logits, _), extra = forward(model, batch.tokens, batch.aux_tokens), 0.0
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch.labels) + extra
     return jnp.sum(ce * batch.weight) / jnp.maximum(jnp.sum(batch.weight), 1.0)
 
 
