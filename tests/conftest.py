@@ -67,3 +67,12 @@ def shared_data_dir() -> Path:
     if not path.is_dir():
         pytest.skip(f"real datasets not found at {path} (set NLPROAR_DATA_DIR to run these tests)")
     return path
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Drop JAX's compiled programs after each test module. XLA:CPU maps memory for every executable it
+    keeps, and the whole suite compiles thousands: kept to the end, they approach the kernel's per-process
+    limit on memory mappings (vm.max_map_count, 65530 by default), and compiling then segfaults."""
+    yield
+    jax.clear_caches()
