@@ -24,7 +24,6 @@ written (one row per file; ``python -m nlproar_jax.results`` writes it too).
 from __future__ import annotations
 
 import logging
-import math
 import os
 import sys
 import time
@@ -132,16 +131,6 @@ def eligible_positions(model, split):
 
 
 # -- one (base run, measure) -----------------------------------------------------------------
-def _json_safe(obj):
-    if isinstance(obj, float) and math.isnan(obj):
-        return None
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    return obj
-
-
 def evaluate_measure(paths, config, settings: dict, base, exp, data, model, gold=None, eligible=None) -> dict:
     """Erasure (and, with ``gold``, plausibility) of ``exp``'s measure on the trained ``model`` of
     ``base``; writes and returns the evaluation (:meth:`~nlproar_jax.names.Paths.erasure`)."""
@@ -185,7 +174,9 @@ def evaluate_measure(paths, config, settings: dict, base, exp, data, model, gold
         "metrics": metrics, "erasure": erasure, "plausibility": plaus,
         "gold_rationales": None if gold is None else f"{base.task}: {GOLD_RATIONALES[base.task].__name__}",
         "seconds": seconds, **environment()}
-    result = _json_safe(result)
+    from nlproar_jax.analysis.tables import json_safe  # JAX-free; NaN -> null
+
+    result = json_safe(result)
     write_json_atomic(paths.erasure(base, exp.measure_tag, settings_tag(settings)), result)
     return result
 

@@ -266,14 +266,14 @@ def _ci_text(mean: float, low: float, high: float) -> str:
     return f"{mean:+.3f} [{low:+.3f}, {high:+.3f}]"
 
 
-def _json_safe(obj):
+def json_safe(obj):
     """NaN -> None so the JSON is standard (``json.dump`` would write the non-standard ``NaN``)."""
     if isinstance(obj, float) and math.isnan(obj):
         return None
     if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
+        return {str(k): json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
+        return [json_safe(v) for v in obj]
     return obj
 
 
@@ -412,7 +412,7 @@ def export(persistent_dir: str, out_dir: Optional[str] = None, *, upto: Sequence
     write_csv(written["summary_csv"], SUMMARY_COLUMNS, summary)
     written["summary_json"] = os.path.join(out_dir, "summary.json")
     with open(written["summary_json"], "w") as f:
-        json.dump(_json_safe({"persistent_dir": os.path.abspath(persistent_dir), "runs": len(results),
+        json.dump(json_safe({"persistent_dir": os.path.abspath(persistent_dir), "runs": len(results),
                               "ci": "95% bootstrap (scipy.stats.bootstrap, BCa) over seeds; "
                                     "a single seed gives low = mean = high",
                               "summary": summary}), f, indent=2)
