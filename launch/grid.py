@@ -7,16 +7,20 @@
 The grid is ``config.grid`` (``--config.grid.seeds=(0,1)`` etc.); every
 ``--config.*`` override given here is passed on to each run. Runs whose
 ``results/<id>.json`` exists under ``config.persistent_dir`` are not launched
-again and nothing waits for them, so launching again after failures or a
-cancelled job continues the grid. Do not launch again while the previous
-launch's jobs are still queued: their runs are not finished, so they would be
-submitted twice (harmless, the second copy finds the first one's result or
-checkpoints, but wasteful).
+again, and runs still queued or running from an earlier launch (``squeue``) are
+not submitted twice: new runs that need them wait for them. So launching again
+at any time (after failures, a cancelled job, or while jobs are queued)
+continues the grid and never duplicates a run; a lock in each run directory
+makes two live copies of one run impossible in any case.
 
-Slurm: one job per group (base; lead runs that compute a shared importance;
-the other classic runs as one array; each recursive step of every measure as
-one array), chained with ``--dependency=afterok``; scripts, args files and the
-submission log go to ``<persistent_dir>/slurm/<launch time>/``, job output to
+Slurm: runs of one kind that wait for the same runs form one job (base; lead
+runs that compute a shared importance; the other classic runs of each measure as
+an array; each recursive step of each measure), each waiting with
+``--dependency=afterok`` for exactly the array tasks that run what it needs.
+Resources default per task (``launch.slurm.DEFAULT_TIME``/``DEFAULT_RESOURCES``,
+printed before submitting; no GPU unless ``--gpus``), and the request is
+checked against the partition first. Scripts, args files and the submission
+log go to ``<persistent_dir>/slurm/<launch time>/``, job output to
 ``<persistent_dir>/slurm/logs/``. See :mod:`launch.jobs` and :mod:`launch.slurm`.
 """
 from __future__ import annotations
@@ -43,10 +47,14 @@ flags.DEFINE_enum("backend", "slurm", BACKENDS, "Where to run the plan.")
 flags.DEFINE_string("partition", None, "Slurm partition (default: the cluster's default).")
 flags.DEFINE_string("account", None, "Slurm account to charge.")
 flags.DEFINE_string("time", None, "Wall time per task (e.g. 01:30:00); default: a per-task table "
-                    "(launch.slurm.DEFAULT_TIME) from the original's measured run times.")
-flags.DEFINE_string("mem", "16G", "Memory per task.")
-flags.DEFINE_integer("gpus", 1, "GPUs per task (0 = CPU only).")
-flags.DEFINE_integer("cpus", 4, "CPU cores per task.")
+                    "(launch.slurm.DEFAULT_TIME) from the original's measured run times, times the runs per task.")
+flags.DEFINE_string("mem", None, "Memory per task (e.g. 8G); default: per task (launch.slurm.DEFAULT_RESOURCES).")
+flags.DEFINE_integer("gpus", 0, "GPUs per task; 0 (the default) requests none.")
+flags.DEFINE_integer("cpus", None, "CPU cores per task; default: per task (launch.slurm.DEFAULT_RESOURCES).")
+flags.DEFINE_integer("runs_per_task", None, "Runs one array task runs in one process, sharing start-up and "
+                     "compiled programs; default: per task (4 for synthetic, whose runs take seconds; else 1).")
+flags.DEFINE_multi_string("sbatch_option", [], "A further sbatch option for every job, e.g. "
+                          "--sbatch_option=--qos=short (repeat for more).")
 flags.DEFINE_integer("array_limit", 0, "At most this many tasks of one array running at once (0 = no limit).")
 flags.DEFINE_string("python", sys.executable, "The Python that runs each task (the same path must exist on "
                     "the compute nodes).")
@@ -55,9 +63,10 @@ flags.DEFINE_string("script_dir", None, "Where scripts go (default: <persistent_
 flags.DEFINE_string("slurm_log_dir", None, "Where job output goes (default: <persistent_dir>/slurm/logs).")
 flags.DEFINE_bool("share_importance", True, "Run one user of each shared importance file first (it computes "
                   "and caches the importance) and the other users after it, instead of all computing it.")
+flags.DEFINE_bool("check", True, "Check the request against the partition (sinfo, sbatch --test-only) first.")
 
-_OURS = ("dry_run", "backend", "partition", "account", "time", "mem", "gpus", "cpus", "array_limit", "python",
-         "setup", "script_dir", "slurm_log_dir", "share_importance")
+_OURS = ("dry_run", "backend", "partition", "account", "time", "mem", "gpus", "cpus", "runs_per_task",
+         "sbatch_option", "array_limit", "python", "setup", "script_dir", "slurm_log_dir", "share_importance", "check")
 _NOT_PASSED_ON = ("persistent_dir", "config_file")  # set explicitly for every task
 
 
@@ -106,9 +115,18 @@ def main(argv) -> None:
     except ValueError as e:
         log.error("%s", e)
         sys.exit(2)
-    pending = joblib.pending_runs(plan, persistent_dir)
-    print(f"# {config.task}: {len(plan)} runs in the grid, {len(plan) - len(pending)} finished (skipped), "
-          f"{len(pending)} to run; persistent_dir={persistent_dir}")
+    queued = {}
+    if FLAGS.backend == "slurm" and not FLAGS.dry_run:
+        try:
+            queued = slurm.queued_runs(persistent_dir)
+        except RuntimeError as e:
+            log.error("%s", e)
+            sys.exit(1)
+    pending = joblib.pending_runs(plan, persistent_dir, active=queued)
+    finished = len(plan) - len(pending) - len(queued)
+    print(f"# {config.task}: {len(plan)} runs in the grid, {finished} finished (skipped), "
+          + (f"{len(queued)} queued or running already (not submitted again), " if queued else "")
+          + f"{len(pending)} to run; persistent_dir={persistent_dir}")
     if not pending:
         return
     if FLAGS.backend == "local":
@@ -124,18 +142,33 @@ def main(argv) -> None:
             script_dir=os.path.abspath(FLAGS.script_dir or paths.slurm_launch(time.strftime("%Y%m%d-%H%M%S"))),
             log_dir=os.path.abspath(FLAGS.slurm_log_dir or paths.slurm_logs),
             partition=FLAGS.partition, account=FLAGS.account, time=FLAGS.time, mem=FLAGS.mem, gpus=FLAGS.gpus,
-            cpus=FLAGS.cpus, array_limit=FLAGS.array_limit, python=FLAGS.python, setup=FLAGS.setup)
+            cpus=FLAGS.cpus, array_limit=FLAGS.array_limit, python=FLAGS.python, setup=FLAGS.setup,
+            extra=tuple(FLAGS.sbatch_option))
+        runs_per_task = FLAGS.runs_per_task or slurm.default_resources(config.task).runs_per_task
+        jobs = joblib.group_jobs(pending, persistent_dir, share_importance=FLAGS.share_importance,
+                                 runs_per_task=runs_per_task, active=[r for r in plan if r.id in queued])
     except ValueError as e:
         log.error("%s", e)
         sys.exit(2)
     command = slurm.RunCommand(config_file=os.path.abspath(config.config_file), persistent_dir=persistent_dir,
                                workdir=os.getcwd(), repo_root=_REPO_ROOT, common_args=launch_overrides())
-    jobs = joblib.group_jobs(pending, persistent_dir, share_importance=FLAGS.share_importance)
+    requests = sorted({options.describe(job) for job in jobs})
+    print(f"# {len(jobs)} jobs, {runs_per_task} run(s) per task; per task: " + "; ".join(requests))
     if FLAGS.dry_run:
-        print(slurm.dry_run_text(jobs, command, options))
+        print(slurm.dry_run_text(jobs, command, options, queued))
         return
     try:
-        ids = slurm.submit(jobs, command, options)
+        if FLAGS.check:  # sinfo first: an impossible request writes nothing
+            for note in slurm.check_limits(jobs, options):
+                print(f"# {note}")
+        slurm.write_job_files(jobs, command, options)
+        if FLAGS.check:
+            slurm.test_only(jobs, options)
+    except ValueError as e:
+        log.error("%s", e)
+        sys.exit(2)
+    try:
+        ids = slurm.submit(jobs, command, options, queued=queued, record_to=slurm.records_path(persistent_dir))
     except RuntimeError as e:
         log.error("%s", e)
         sys.exit(1)
@@ -145,7 +178,6 @@ def main(argv) -> None:
     print(joblib.describe(jobs))
     print("\n".join(lines))
     print(f"# scripts: {options.script_dir}; logs: {options.log_dir}")
-
 
 if __name__ == "__main__":
     run_command(main, normalise_argv(sys.argv))

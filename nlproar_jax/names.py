@@ -187,6 +187,65 @@ def measure_tag(measure: str, ig_steps: int, ig_variant: str, options=()) -> str
     return tag
 
 
+# -- display ---------------------------------------------------------------------------------
+# One display name per measure in every view (text tables, CSVs' measure_name, plot legends, the report);
+# a tag's settings (IG steps and variant, measure options) are shown once, in a note beside the view.
+MEASURE_NAMES = {"random": "Random", "attention": "Attention", "gradient": "Gradient",
+                 "input_times_gradient": "Input × gradient", "integrated_gradient": "Integrated gradient",
+                 "mutual_information": "Mutual information", "smoothgrad": "SmoothGrad",
+                 "smoothgrad_times_input": "SmoothGrad × input", "gradient_shap": "Gradient SHAP",
+                 "occlusion": "Occlusion", "lime": "LIME", "kernel_shap": "KernelSHAP", "diffmask": "DiffMask",
+                 "soft_attention": "Soft attention"}
+
+
+def tag_measure(tag: str) -> str:
+    """``integrated_gradient-50a`` -> ``integrated_gradient`` (the measure of a :func:`measure_tag`)."""
+    return tag.split("-")[0]
+
+
+def measure_details(tag: str) -> str:
+    """A tag's settings in words: ``integrated_gradient-50a`` -> ``50 steps, α-weighted``;
+    ``lime-samples=500`` -> ``samples=500``; ``""`` when the tag is the bare measure."""
+    if "-" not in tag:
+        return ""
+    rest = tag.split("-", 1)[1]
+    parts = []
+    if tag_measure(tag) == "integrated_gradient":
+        head, _, rest = rest.partition("-")
+        if head[:-1].isdigit() and head[-1:] in ("a", "t"):
+            parts.append(f"{head[:-1]} steps, {'α-weighted' if head[-1] == 'a' else 'textbook'}")
+        else:
+            rest = head + ("-" + rest if rest else "")
+    if rest:
+        parts.append(rest)
+    return ", ".join(parts)
+
+
+def display_names(tags) -> dict:
+    """``{tag: display name}``: the measure's name, plus its settings only where two of ``tags`` share a
+    measure (``Integrated gradient (50 steps, α-weighted)`` beside ``Integrated gradient (20 steps,
+    textbook)``)."""
+    tags = list(dict.fromkeys(tags))
+    count: dict = {}
+    for tag in tags:
+        count[tag_measure(tag)] = count.get(tag_measure(tag), 0) + 1
+    out = {}
+    for tag in tags:
+        name = MEASURE_NAMES.get(tag_measure(tag), tag_measure(tag))
+        details = measure_details(tag)
+        out[tag] = f"{name} ({details})" if count[tag_measure(tag)] > 1 and details else name
+    return out
+
+
+def settings_note(tags) -> str:
+    """The settings of ``tags`` that their display names leave out, once: ``Integrated gradient: 50 steps,
+    α-weighted; LIME: samples=500`` (``""`` when none)."""
+    names = display_names(tags)
+    notes = [f"{names[tag]}: {measure_details(tag)}" for tag in names
+             if measure_details(tag) and measure_details(tag) not in names[tag]]
+    return "; ".join(notes)
+
+
 # -- ROAR ------------------------------------------------------------------------------------
 STRATEGIES = ("count", "quantile")
 DEFAULT_STEP = {"count": 1, "quantile": 10}
@@ -329,6 +388,11 @@ class Paths:
         """Training state of runs trained together (``group``: a hash of their ids), under the first run."""
         return os.path.join(self.run_dir(first), f"stacked-checkpoints-{group}")
 
+    def lock(self, exp) -> str:
+        """Held (``flock``) by the process working on the run: :mod:`nlproar_jax.runtime.runlock`. Beside,
+        not in, the run directory, which exists only once the run has started."""
+        return os.path.join(self.root, "locks", _id(exp) + ".lock")
+
     def masked_dataset(self, exp) -> str:
         return os.path.join(self.run_dir(exp), "masked_dataset.npz")
 
@@ -386,7 +450,7 @@ def _id(exp) -> str:
 
 def write_json_atomic(path: str, obj) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
+    tmp = f"{path}.{os.getpid()}.tmp"  # a name of this process's own: no two writers share one
     with open(tmp, "w") as f:
         json.dump(obj, f, indent=2, sort_keys=True)
     os.replace(tmp, path)

@@ -21,6 +21,8 @@ from nlproar_jax.runtime.commandline import config_from_flags, run_command, setu
 from nlproar_jax.runtime.progress import eta
 
 flags.DEFINE_bool("dry_run", False, "Print the plan (one line per run, with what it waits for) and exit.")
+flags.DEFINE_string("only", None, "Run only these runs of the plan (comma-separated experiment ids, as the "
+                    "dry run prints them), in plan order; the Slurm launcher's tasks of several runs use this.")
 
 
 def main(argv) -> None:
@@ -36,12 +38,33 @@ def main(argv) -> None:
     except ValueError as e:
         log.error("%s", e)
         sys.exit(2)
+    if flags.FLAGS.only is not None:
+        plan = select_runs(plan, flags.FLAGS.only)
     if flags.FLAGS.dry_run:
         for run in plan:
             print(run.id, "after", ",".join(run.after) or "-")
         return
     run_plan(config, plan)
-    print(format_roar_table(load_results(config.persistent_dir)))
+    if flags.FLAGS.only is None:
+        print(format_roar_table(load_results(config.persistent_dir)))
+
+
+def select_runs(plan, only: str) -> list:
+    """The runs of ``plan`` named in ``only`` (comma-separated ids), in plan order.
+
+    Raises:
+      ValueError: an id is not in the plan (names the nearest one)."""
+    import difflib
+
+    wanted = [w.strip() for w in only.split(",") if w.strip()]
+    ids = [run.id for run in plan]
+    for w in wanted:
+        if w not in ids:
+            close = difflib.get_close_matches(w, ids, n=1)
+            raise ValueError(f"--only: {w!r} is not a run of this grid"
+                             + (f"; did you mean {close[0]!r}?" if close else "")
+                             + " (python -m nlproar_jax.sweep --dry_run lists them)")
+    return [run for run in plan if run.id in set(wanted)]
 
 
 def run_plan(config, plan) -> None:

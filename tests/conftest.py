@@ -76,3 +76,15 @@ def _release_compiled_programs():
     limit on memory mappings (vm.max_map_count, 65530 by default), and compiling then segfaults."""
     yield
     jax.clear_caches()
+
+
+# End-to-end modules (training runs, subprocesses, the real Slurm): `-m "not slow"` leaves them out
+# for a quick check of the math and the contracts (README: Test).
+SLOW_MODULES = {"test_data_parallel", "test_diffmask", "test_evaluate", "test_pipeline", "test_slurm_real",
+                "test_soft_attention", "test_stacked_training", "test_transformer"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)

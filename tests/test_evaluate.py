@@ -109,7 +109,8 @@ def test_command_line_rerun_prints_the_table(evaluated):
                  f"--config.persistent_dir={config.persistent_dir}")
     assert result.returncode == 0, result.stderr
     assert "5 of 5 evaluations already done" in result.stderr
-    assert "random " in result.stdout and "export/erasure.csv" in result.stdout
+    assert "\nRandom " in result.stdout and "export/erasure.csv" in result.stdout
+    assert "settings: Integrated gradient: 4 steps, α-weighted" in result.stdout
 
 
 def test_missing_base_model_names_the_command(tmp_path):

@@ -54,3 +54,67 @@ def test_install_and_test_commands_match_ci():
     text = readme()
     assert "pip install -r requirements.txt" in text and "pip install -r requirements.txt" in ci
     assert "python -m pytest -q" in text and "python -m pytest -q" in ci
+
+
+def test_the_used_by_line_runs_as_written_and_without_data_says_how_to_get_it(tmp_path):
+    """The README's `train --config=configs/imdb.py --config.k=30`, verbatim, on a machine without IMDB:
+    one line, exit code 2, naming the data directory settings and the download command; nothing written."""
+    import os
+    import shlex
+    import subprocess
+    import sys
+
+    line = next(l for l in readme().splitlines()
+                if l.startswith("python -m nlproar_jax.train --config=configs/imdb.py --config.k=30"))
+    argv = shlex.split(line.split("#")[0])
+    assert argv == ["python", "-m", "nlproar_jax.train", "--config=configs/imdb.py", "--config.k=30"]
+    runs = REPO_ROOT / "runs" / "imdb"
+    existed = runs.exists()
+    env = {**os.environ, "NLPROAR_DATA_DIR": str(tmp_path), "JAX_PLATFORMS": "cpu"}
+    out = subprocess.run([sys.executable, *argv[1:]], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 2, out.stderr
+    lines = [l for l in out.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and "Traceback" not in out.stderr, out.stderr
+    for wanted in ("IMDB train split not found", "python -m nlproar_jax.download --task imdb",
+                   "--config.data_dir", "NLPROAR_DATA_DIR"):
+        assert wanted in lines[0], lines[0]
+    assert runs.exists() == existed
+
+
+# README commands no test or CI step runs, and why (everything else must be run as written somewhere).
+EXEMPT = {
+    "python3 -m venv .venv && . .venv/bin/activate && pip install -r requirements.txt":
+        "CI runs the same install (pip install -r requirements.txt) into .venv-ci: "
+        "test_install_and_test_commands_match_ci",
+    "python benchmarks/": "speed measurements that need PyTorch (not in the install) and minutes of an idle "
+                          "machine; their outputs and commands are recorded in benchmarks/RESULTS.md",
+}
+
+
+def readme_commands() -> list[str]:
+    """Every command in the README's bash blocks: continuation lines joined, trailing comments dropped."""
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", readme(), flags=re.S):
+        joined = re.sub(r"\\\n\s*", "", block)
+        for line in joined.splitlines():
+            line = re.sub(r"\s+#.*$", "", line).strip()
+            if line:
+                commands.append(re.sub(r"\s+", " ", line))
+    return commands
+
+
+def test_every_readme_command_is_run_as_written_by_a_test_or_ci():
+    ci = (REPO_ROOT / ".ci" / "run").read_text() + (REPO_ROOT / ".ci" / "readme-commands").read_text()
+    ci = re.sub(r"\s+", " ", re.sub(r"\\\n\s*", "", ci))
+    tests = " ".join(re.sub(r"\s+", " ", p.read_text()) for p in (REPO_ROOT / "tests").glob("test_*.py"))
+
+    def in_tests(command: str) -> bool:  # as a string, or as an argv list of its words
+        words = command.split()
+        return command in tests or ", ".join(repr(w) for w in words[1:]) \
+            .replace("'", '"') in tests.replace("'", '"')
+
+    missing = [c for c in readme_commands()
+               if c not in ci and not in_tests(c) and not any(c.startswith(e) for e in EXEMPT)]
+    assert not missing, f"README commands no test or CI step runs as written: {missing}"
+    assert len(readme_commands()) >= 12

@@ -3,6 +3,7 @@ known answers, and the results export (CSV columns, summary files, PNG plots) on
 import csv
 import json
 import math
+import re
 import os
 
 import numpy as np
@@ -135,10 +136,32 @@ def test_roar_table_keeps_ig_variants_apart():
             fake_result(k=10, measure="integrated_gradient", test=0.6, ig_steps=50, ig_variant="alpha_weighted"),
             fake_result(k=10, measure="integrated_gradient", test=0.4, ig_steps=20, ig_variant="textbook",
                         experiment_id="synthetic_rnn_s-0_y-integrated_gradient-20t_rs-quantile_k-10_r-0")]
-    rows = {line.split()[0]: line.split()[1:] for line in R.format_roar_table(runs).splitlines()
-            if line.startswith("integrated_gradient")}
-    assert rows == {"integrated_gradient-50a": ["classic", "0.900", "0.600"],
-                    "integrated_gradient-20t": ["classic", "0.900", "0.400"]}
+    text = R.format_roar_table(runs)
+    rows = {re.split(r"\s{2,}", line)[0]: line.split()[-3:] for line in text.splitlines()
+            if line.startswith("Integrated")}
+    # one display name per measure; the settings only where two tags of one measure must be told apart
+    assert rows == {"Integrated gradient (50 steps, α-weighted)": ["classic", "0.900", "0.600"],
+                    "Integrated gradient (20 steps, textbook)": ["classic", "0.900", "0.400"]}
+    names = R.results_table(runs)[1]
+    assert {r["measure_name"] for r in names if r["k"]} == {"Integrated gradient (50 steps, α-weighted)",
+                                                           "Integrated gradient (20 steps, textbook)"}
+
+
+def test_one_display_name_per_measure_with_settings_shown_once():
+    from nlproar_jax.names import display_names, measure_details, settings_note
+
+    tags = ["random", "integrated_gradient-50a", "lime-samples=500"]
+    assert display_names(tags) == {"random": "Random", "integrated_gradient-50a": "Integrated gradient",
+                                   "lime-samples=500": "LIME"}
+    assert settings_note(tags) == "Integrated gradient: 50 steps, α-weighted; LIME: samples=500"
+    assert measure_details("integrated_gradient-20t-chunk_size=8") == "20 steps, textbook, chunk_size=8"
+    runs = [fake_result(test=0.9),
+            fake_result(k=10, measure="integrated_gradient", test=0.6, ig_steps=50, ig_variant="alpha_weighted")]
+    text = R.format_roar_table(runs)
+    assert "Integrated gradient       classic" in text and "integrated_gradient" not in text
+    assert text.splitlines()[-1] == "settings: Integrated gradient: 50 steps, α-weighted"
+    columns, rows = R.results_table(runs)
+    assert "measure_name" in columns and rows[1]["measure_name"] == "Integrated gradient"
 
 
 def test_roar_table_from_seed_curves():
@@ -146,9 +169,9 @@ def test_roar_table_from_seed_curves():
     lines = text.splitlines()
     assert lines[0] == "synthetic: test macro_f1 (mean over seeds), quantile masking"
     assert lines[1].split()[2:] == ["k=0%", "k=10%", "k=20%", "k=100%"]
-    rows = [line.split() for line in lines if line.startswith(("gradient", "random"))]
+    rows = [line.split() for line in lines if line.startswith(("Gradient", "Random"))]
     # random's classic curve is not repeated as a recursive row in the table
-    assert [r[:2] for r in rows[:3]] == [["gradient", "classic"], ["random", "classic"], ["gradient", "recursive"]]
+    assert [r[:2] for r in rows[:3]] == [["Gradient", "classic"], ["Random", "classic"], ["Gradient", "recursive"]]
     assert rows[2][2:] == ["0.900", f"{0.6 - 0.02:.3f}", f"{0.5 - 0.02:.3f}"]  # mean over seeds 0, 1, 2
     assert "count masking" in text
     assert R.format_roar_table([]) == "(no ROAR runs finished yet)"
@@ -180,7 +203,9 @@ def test_summarize_matches_hand_computation():
     assert count["absolute_mean"] > 0 and math.isnan(count["relative_mean"]) and count["x_unit"] == "tokens"
     assert not any(r["measure_tag"] == "random" for r in rows)
     text = R.format_summary(rows)
-    assert "gradient" in text and "recursive" in text
+    assert "Gradient" in text and "recursive" in text and "no confidence interval" not in text
+    one = R.format_summary(R.summarize(fake_grid(seeds=(0,))))
+    assert one.splitlines()[-1] == "one seed: no confidence interval (each [low, high] is the point itself)"
 
 
 def test_single_seed_ci_is_the_point():

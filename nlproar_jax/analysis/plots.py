@@ -19,13 +19,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import PercentFormatter  # noqa: E402
 
 from nlproar_jax.analysis.faithfulness import FULL_MASK_K  # noqa: E402
+from nlproar_jax.names import MEASURE_NAMES, display_names, settings_note, tag_measure  # noqa: E402
 
-PRETTY = {"random": "Random", "attention": "Attention", "gradient": "Gradient",
-          "input_times_gradient": "Input × gradient", "integrated_gradient": "Integrated gradient",
-          "mutual_information": "Mutual information", "smoothgrad": "SmoothGrad",
-          "smoothgrad_times_input": "SmoothGrad × input", "gradient_shap": "Gradient SHAP",
-          "occlusion": "Occlusion", "lime": "LIME", "kernel_shap": "KernelSHAP", "diffmask": "DiffMask",
-          "soft_attention": "Soft attention"}
+PRETTY = MEASURE_NAMES  # kept for code that imported it from here
 # Fixed per measure so every figure (and the report) uses the same colour for the same measure.
 COLORS = {"random": "#555555", "attention": "#F8766D", "gradient": "#A3A500", "integrated_gradient": "#00BF7D",
           "mutual_information": "#00B0F6", "input_times_gradient": "#E76BF3", "smoothgrad": "#8C564B",
@@ -45,21 +41,12 @@ LEGEND_COLUMNS = 4  # legend entries per row below the two panels (labels up to 
 LEGEND_ROW_INCHES = 0.28
 
 
-def base_measure(tag: str) -> str:
-    """``integrated_gradient-50a`` -> ``integrated_gradient``."""
-    return tag.split("-")[0]
+base_measure = tag_measure
 
 
 def pretty_measure(tag: str) -> str:
-    """A legend label: ``Integrated gradient (50 steps, a)`` for IG tags, the plain name otherwise."""
-    name = base_measure(tag)
-    label = PRETTY.get(name, name)
-    if "-" in tag:  # integrated_gradient-<steps><a|t>
-        setting = tag.split("-", 1)[1]
-        variant = {"a": "", "t": ", textbook"}.get(setting[-1:], None)
-        label += f" ({setting[:-1]} steps{variant})" if variant is not None and setting[:-1].isdigit() \
-            else f" ({setting})"
-    return label
+    """The display name of one tag (:func:`nlproar_jax.names.display_names`; alone, without settings)."""
+    return display_names([tag])[tag]
 
 
 def _sort_key(tag: str):
@@ -79,6 +66,8 @@ def plot_roar(curves: dict, *, task: str, strategy: str, metric: str, path: str)
     from nlproar_jax.analysis.tables import mean_curve
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), sharey=True)
+    all_tags = sorted({tag for tag, _ in curves}, key=_sort_key)
+    names, note = display_names(all_tags), settings_note(all_tags)
     handles = {}
     seeds = set()
     for ax, recursive in zip(axes, (False, True)):
@@ -98,7 +87,7 @@ def plot_roar(curves: dict, *, task: str, strategy: str, metric: str, path: str)
             name = base_measure(tag)
             color = COLORS.get(name, None)
             (line,) = ax.plot(ks, mean, marker=MARKERS.get(name, "o"), markersize=4, color=color,
-                              label=pretty_measure(tag), linewidth=1.6)
+                              label=names[tag], linewidth=1.6)
             ax.fill_between(ks, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
             if random_end is not None and name != "random" and ks and ks[-1] < FULL_MASK_K:
                 ax.plot([ks[-1], FULL_MASK_K], [mean[-1], random_end], linestyle=":", color=line.get_color(),
@@ -119,11 +108,13 @@ def plot_roar(curves: dict, *, task: str, strategy: str, metric: str, path: str)
                  + (", 95% bootstrap CI" if n > 1 else " (no CI with one seed)"))
     ordered = sorted(handles, key=_sort_key)
     ncol = max(min(len(ordered), LEGEND_COLUMNS), 1)
-    rows = max(-(-len(ordered) // ncol), 1)
+    rows = max(-(-len(ordered) // ncol), 1) + (1 if note else 0)
     height = 4.2 + LEGEND_ROW_INCHES * rows  # the axes keep their height; the legend gets its rows
     fig.set_size_inches(10, height)
-    fig.legend([handles[t] for t in ordered], [pretty_measure(t) for t in ordered], loc="lower center",
-               ncol=ncol, frameon=False)
+    fig.legend([handles[t] for t in ordered], [names[t] for t in ordered], loc="lower center",
+               ncol=ncol, frameon=False, bbox_to_anchor=(0.5, (LEGEND_ROW_INCHES if note else 0) / height))
+    if note:  # the settings the names leave out, once
+        fig.text(0.5, 0.06 / height, note, ha="center", va="bottom", fontsize=8, color="#444444")
     fig.tight_layout(rect=(0, (LEGEND_ROW_INCHES * rows + 0.15) / height, 1, 1 - 0.2 / height))
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=120)

@@ -24,7 +24,7 @@ import numpy as np
 
 from nlproar_jax.data.tokens import CLS, EOS, FIRST_ELIGIBLE, MASK, PAD, UNK
 from nlproar_jax.analysis.tables import format_roar_table, load_results, measure_tag, summarize
-from nlproar_jax.names import Paths
+from nlproar_jax.names import Paths, display_names, settings_note
 
 HIGHLIGHT_RGB = (230, 85, 13)  # importance colour; alpha carries the score
 TOP_QUANTILE = 10  # tokens in the top 10% are bold: what classic ROAR masks first
@@ -135,13 +135,17 @@ def summary_html(summary: Sequence[dict]) -> str:
             "<th>relative</th><th>95% CI</th><th>absolute</th><th>95% CI</th></tr>")
     rows = []
     for r in summary:
-        cells = [html.escape(str(r[c])) for c in ("task", "measure_tag", "strategy", "roar", "upto", "n_seeds")]
+        cells = [html.escape(str(r[c])) for c in ("task", "measure_name", "strategy", "roar", "upto", "n_seeds")]
         rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells)
                     + f'<td class="num">{_fmt(r["relative_mean"])}</td>'
                     + f'<td class="num">[{_fmt(r["relative_low"])}, {_fmt(r["relative_high"])}]</td>'
                     + f'<td class="num">{_fmt(r["absolute_mean"])}</td>'
                     + f'<td class="num">[{_fmt(r["absolute_low"])}, {_fmt(r["absolute_high"])}]</td></tr>')
-    return f"<table>{head}{''.join(rows)}</table>"
+    notes = [f"{task}: {settings_note(sorted({r['measure_tag'] for r in summary if r['task'] == task}))}"
+             for task in sorted({r["task"] for r in summary})]
+    notes = [n for n in notes if not n.endswith(": ")]
+    settings = (f'<p class="note">Settings: {html.escape("; ".join(notes))}.</p>' if notes else "")
+    return f"<table>{head}{''.join(rows)}</table>{settings}"
 
 
 # -- examples ----------------------------------------------------------------------------------
@@ -193,7 +197,7 @@ def _masked_runs(results: Sequence[dict], base: dict, root: str, per_measure: in
 def examples_html(persistent_dir: str, results: Sequence[dict], *, n_examples: int = 5, seed: int = 0) -> str:
     """The highlighted-examples section: per task, ``n_examples`` test rows, a line per measure."""
     from nlproar_jax.data.dataset import TaskData
-    from nlproar_jax.analysis.plots import _sort_key, pretty_measure
+    from nlproar_jax.analysis.plots import _sort_key
 
     parts = []
     for task, (base, files) in sorted(_base_runs(results).items()):
@@ -233,9 +237,10 @@ def examples_html(persistent_dir: str, results: Sequence[dict], *, n_examples: i
                 aux = tokens_html(words, test.aux.row(i))
                 parts.append(f'<p><span class="note">auxiliary sequence (not masked):</span> {aux}</p>')
             table = []
+            names = display_names(list(scores))
             for tag, values in scores.items():
                 s = values[test.main.offsets[i]:test.main.offsets[i + 1]]
-                table.append(f'<tr><td class="measure">{html.escape(pretty_measure(tag))}</td>'
+                table.append(f'<tr><td class="measure">{html.escape(names[tag])}</td>'
                              f"<td>{tokens_html(words, ids, s)}</td></tr>")
             parts.append("<table>" + "".join(table) + "</table>")
             if j == 0 and masked:
@@ -247,13 +252,14 @@ def examples_html(persistent_dir: str, results: Sequence[dict], *, n_examples: i
 
 def _masked_example_html(words, row: int, masked: dict) -> str:
     from nlproar_jax.data.dataset import TaskData
-    from nlproar_jax.analysis.plots import _sort_key, pretty_measure
+    from nlproar_jax.analysis.plots import _sort_key
 
     lines = []
+    names = display_names(list(masked))
     for tag in sorted(masked, key=_sort_key):
         for k, path in masked[tag]:
             ids = TaskData.load(path).splits["test"].main.row(row)
-            lines.append(f'<tr><td class="measure">{html.escape(pretty_measure(tag))}, k = {int(k)}%</td>'
+            lines.append(f'<tr><td class="measure">{html.escape(names[tag])}, k = {int(k)}%</td>'
                          f"<td>{tokens_html(words, ids)}</td></tr>")
     return ("<p class=\"note\">The same example as recursive quantile ROAR masked it (the data each step "
             "trained on):</p><table>" + "".join(lines) + "</table>")
@@ -269,13 +275,15 @@ def render_report(persistent_dir: str, *, results: Sequence[dict], summary: Sequ
     plots = "".join(f'<figure><img class="plot" alt="{html.escape(os.path.basename(p))}" '
                     f'src="{_image_data_uri(p)}"></figure>' for p in plot_paths)
     title = f"NLP-ROAR results: {', '.join(tasks)}"
+    band = ("with a 95% bootstrap band over seeds" if any(r["n_seeds"] > 1 for r in summary)
+            else "one seed, so no confidence band (no CI with one seed)")
     body = [
         f"<h1>{html.escape(title)}</h1>",
         f'<p class="note">{len(results)} finished runs under <code>{html.escape(os.path.abspath(persistent_dir))}'
         f"</code>; devices: {html.escape(', '.join(devices))}; {hours:.2f} run-hours in total.</p>",
         "<h2>ROAR curves</h2>",
-        '<p class="note">Reported test metric against the share (or number) of tokens masked; mean over seeds '
-        "with a 95% bootstrap band. Dotted: a measure's curve closed at random's k = 100 value.</p>",
+        '<p class="note">Reported test metric against the share (or number) of tokens masked; mean over seeds, '
+        f"{band}. Dotted: a measure's curve closed at random's k = 100 value.</p>",
         plots or '<p class="note">No plots.</p>',
         "<h2>Faithfulness summary (area between curves)</h2>",
         '<p class="note">Per seed: absolute = &int;(random &minus; measure) dx with x = k/100; '

@@ -21,6 +21,7 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 
 from nlproar_jax.names import MEASURES, Paths
+from nlproar_jax.names import display_names, settings_note
 from nlproar_jax.names import measure_tag as experiment_measure_tag
 from nlproar_jax.analysis.faithfulness import FULL_MASK_K, MeanCI, faithfulness, mean_ci
 
@@ -31,7 +32,7 @@ X_SCALE = {"quantile": 100.0, "count": 1.0}
 END_K = {"quantile": FULL_MASK_K, "count": None}
 
 ID_COLUMNS = ("experiment_id", "reference_id", "dataset_key", "task", "model", "seed", "measure", "measure_tag",
-              "strategy", "k", "recursive", "roar", "step", "ig_steps", "ig_variant", "measure_options")
+              "measure_name", "strategy", "k", "recursive", "roar", "step", "ig_steps", "ig_variant", "measure_options")
 RUN_COLUMNS = ("reported_metric", "test_reported", "val_reported", "monitor", "best_epoch", "epochs", "train_size")
 TAIL_COLUMNS = ("device", "device_count", "hostname", "notes")
 
@@ -92,6 +93,7 @@ def results_table(results: Iterable[dict]) -> tuple[list[str], list[dict]]:
     rows = [result_row(r) for r in results]
     rows.sort(key=lambda r: (r["task"], r["seed"], r["roar"] != "base", r["measure_tag"], r["strategy"],
                              r["roar"], r["k"]))
+    _name_rows(rows)
     fixed = list(ID_COLUMNS) + list(RUN_COLUMNS)
     metric = sorted({c for r in rows for c in r if c.startswith(("val_", "test_")) and c not in fixed})
     seconds = sorted({c for r in rows for c in r if c.startswith("seconds_")})
@@ -176,14 +178,18 @@ def format_roar_table(results: Iterable[dict]) -> str:
                 continue
             ks = sorted({k for key in keys for curve in curves[key].values() for k in curve})
             unit = "%" if strategy == "quantile" else ""
-            head = f"{'measure':<26}{'roar':<10}" + "".join(f"{f'k={k}{unit}':>9}" for k in ks)
+            names = display_names(sorted({key[1] for key in keys}))
+            w = max(26, *(len(n) + 2 for n in names.values()))
+            head = f"{'measure':<{w}}{'roar':<10}" + "".join(f"{f'k={k}{unit}':>9}" for k in ks)
             lines += [f"{task}: test {metric[task]} (mean over seeds), {strategy} masking", head, "-" * len(head)]
             for key in keys:
-                row = f"{key[1]:<26}{'recursive' if key[3] else 'classic':<10}"
+                row = f"{names[key[1]]:<{w}}{'recursive' if key[3] else 'classic':<10}"
                 for k in ks:
                     vals = [curve[k] for curve in curves[key].values() if k in curve]
                     row += f"{np.mean(vals):>9.3f}" if vals else f"{'':>9}"
                 lines.append(row.rstrip())
+            note = settings_note(names)
+            lines += [f"settings: {note}"] if note else []
             lines.append("")
     return "\n".join(lines).rstrip()
 
@@ -232,7 +238,17 @@ def summarize(results: Iterable[dict], *, upto: Sequence[Optional[int]] = (None,
             rows.append(row)
     rows.sort(key=lambda r: (r["task"], r["strategy"] != "quantile", r["roar"] != "recursive", r["measure_tag"],
                              r["upto"]))
+    _name_rows(rows)
     return rows
+
+
+def _name_rows(rows: list[dict]) -> None:
+    """Fill ``measure_name``: the display name of each row's tag among its task's tags."""
+    for task in {r["task"] for r in rows}:
+        names = display_names(sorted(r["measure_tag"] for r in rows if r["task"] == task and r["measure_tag"]))
+        for r in rows:
+            if r["task"] == task:
+                r["measure_name"] = names.get(r["measure_tag"], "")
 
 
 def _number(x):
@@ -240,7 +256,7 @@ def _number(x):
     return int(x) if float(x).is_integer() else x
 
 
-SUMMARY_COLUMNS = ("task", "measure", "measure_tag", "strategy", "roar", "metric", "upto", "x_unit", "n_seeds",
+SUMMARY_COLUMNS = ("task", "measure", "measure_tag", "measure_name", "strategy", "roar", "metric", "upto", "x_unit", "n_seeds",
                    "seeds", "k", "relative_mean", "relative_low", "relative_high", "absolute_mean", "absolute_low",
                    "absolute_high", "maximum_mean", "maximum_low", "maximum_high")
 
@@ -249,14 +265,21 @@ def format_summary(rows: Sequence[dict]) -> str:
     """A text table of :func:`summarize` rows: relative and absolute area with their CIs."""
     if not rows:
         return "(no measure has both its curve and random's: nothing to summarise)"
-    head = (f"{'task':<12}{'measure':<26}{'strategy':<10}{'roar':<11}{'upto':>5}{'seeds':>6}"
+    w = max(26, *(len(r["measure_name"]) + 2 for r in rows))
+    head = (f"{'task':<12}{'measure':<{w}}{'strategy':<10}{'roar':<11}{'upto':>5}{'seeds':>6}"
             f"{'relative [95% CI]':>28}{'absolute [95% CI]':>28}")
     lines = [head, "-" * len(head)]
     for r in rows:
         rel = _ci_text(r["relative_mean"], r["relative_low"], r["relative_high"])
         ab = _ci_text(r["absolute_mean"], r["absolute_low"], r["absolute_high"])
-        lines.append(f"{r['task']:<12}{r['measure_tag']:<26}{r['strategy']:<10}{r['roar']:<11}{r['upto']:>5}"
+        lines.append(f"{r['task']:<12}{r['measure_name']:<{w}}{r['strategy']:<10}{r['roar']:<11}{r['upto']:>5}"
                      f"{r['n_seeds']:>6}{rel:>28}{ab:>28}")
+    for task in sorted({r["task"] for r in rows}):
+        note = settings_note(sorted({r["measure_tag"] for r in rows if r["task"] == task}))
+        if note:
+            lines.append(f"settings ({task}): {note}")
+    if all(r["n_seeds"] == 1 for r in rows):
+        lines.append("one seed: no confidence interval (each [low, high] is the point itself)")
     return "\n".join(lines)
 
 
@@ -282,7 +305,7 @@ def json_safe(obj):
 ERASURE_HEADLINE = (("comp_aopc", "aopc_comprehensiveness"), ("suff_aopc", "aopc_sufficiency"),
                     ("flip_top1", "flip_top1"), ("auprc", "auprc"), ("map", "map"), ("f1@gold", "topk_f1"))
 ERASURE_ID_COLUMNS = ("evaluation_id", "base_id", "task", "model", "seed", "measure", "measure_tag",
-                      "measure_options", "split", "removal", "target", "bins", "aopc_normalisation", "rows")
+                      "measure_name", "measure_options", "split", "removal", "target", "bins", "aopc_normalisation", "rows")
 
 
 def load_erasure(persistent_dir: str) -> list[dict]:
@@ -334,6 +357,7 @@ def erasure_table(evaluations: Iterable[dict]) -> tuple[list[str], list[dict]]:
             row[f"seconds_{part}"] = value
         row["device"] = ev.get("device")
         rows.append(row)
+    _name_rows(rows)
     rows.sort(key=lambda r: (r["task"], r["split"], r["removal"], r["target"], str(r["bins"]), r["seed"],
                              _measure_order(r["measure_tag"])))
     headline = [key for _, key in ERASURE_HEADLINE]
@@ -368,16 +392,20 @@ def format_erasure_table(evaluations: Iterable[dict], aopc: Optional[str] = None
         lines += [f"{task}: {split} split, removal={removal}, target={target}, bins={','.join(map(str, bins))}% "
                   f"of eligible tokens, AOPC={norm}; mean over seeds",
                   "  higher = better for every column but suff_aopc (lower = the top tokens suffice)"]
-        head = f"{'measure':<26}{'seeds':>6}" + "".join(f"{label:>11}" for label, _ in ERASURE_HEADLINE)
-        lines += [head, "-" * len(head)]
         tags = sorted({ev["measure_tag"] for ev in group}, key=_measure_order)
+        names = display_names(tags)
+        w = max(26, *(len(n) + 2 for n in names.values()))
+        head = f"{'measure':<{w}}{'seeds':>6}" + "".join(f"{label:>11}" for label, _ in ERASURE_HEADLINE)
+        lines += [head, "-" * len(head)]
         for tag in tags:
             per_seed = [erasure_metrics(ev, norm) for ev in group if ev["measure_tag"] == tag]
-            row = f"{tag:<26}{len(per_seed):>6}"
+            row = f"{names[tag]:<{w}}{len(per_seed):>6}"
             for _, name in ERASURE_HEADLINE:
                 vals = [m[name] for m in per_seed if not math.isnan(m[name])]
                 row += f"{np.mean(vals):>11.3f}" if vals else f"{'n/a':>11}"
             lines.append(row)
+        note = settings_note(tags)
+        lines += [f"settings: {note}"] if note else []
         lines.append("")
     return "\n".join(lines).rstrip()
 

@@ -108,10 +108,13 @@ def find_first(candidates: Sequence[str]) -> Optional[str]:
 
 
 def missing_file_error(what: str, candidates: Sequence[str], hint: str = "") -> FileNotFoundError:
-    listed = "\n  ".join(str(c) for c in candidates)
-    msg = f"{what} not found; looked for:\n  {listed}"
+    """One line: what is missing, every path looked at, the hint (e.g. the download command), and where
+    the data directory is set."""
+    listed = ", ".join(str(c) for c in candidates)
+    msg = f"{what} not found (looked for {listed})"
     if hint:
-        msg += f"\n{hint}"
+        msg += f"; {hint.strip().rstrip('.')}"
+    msg += "; the data directory is --config.data_dir=DIR or NLPROAR_DATA_DIR"
     return FileNotFoundError(msg)
 
 

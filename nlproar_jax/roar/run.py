@@ -29,11 +29,12 @@ from nlproar_jax.data.dataset import TaskData
 from nlproar_jax.data.registry import dataset_key, load_task, task_spec
 from nlproar_jax.names import SEEDS_TOGETHER, Experiment, Paths, write_json_atomic
 from nlproar_jax.roar.references import MissingReferenceError, init_model, masked_data
+from nlproar_jax.runtime.runlock import RunBusyError, run_locks
 from nlproar_jax.training import checkpointing
 from nlproar_jax.training.loop import evaluate, fit
 
-__all__ = ["MissingReferenceError", "environment", "load_base_data", "run_experiment", "run_together",
-           "together_configs"]
+__all__ = ["MissingReferenceError", "RunBusyError", "environment", "load_base_data", "run_experiment",
+           "run_together", "together_configs"]
 
 log = logging.getLogger("nlproar_jax")
 
@@ -212,7 +213,9 @@ def _run(configs: list, base_data: Optional[TaskData]) -> list[dict]:
     """Skip the finished runs of ``configs``, train the others as one stack (one :func:`fit`; a
     single run is a stack of one), and write each one's model and result; return every result.
 
-    Nothing is written under a run's directory until every run's data and model are ready."""
+    Each run is locked while it is worked on (:mod:`nlproar_jax.runtime.runlock`: a second process
+    fails with :class:`RunBusyError`). Nothing is written under a run's directory until every run's
+    data and model are ready."""
     paths = Paths(configs[0].persistent_dir)
     exps = [Experiment.from_config(c) for c in configs]
     results = {}
@@ -223,6 +226,20 @@ def _run(configs: list, base_data: Optional[TaskData]) -> list[dict]:
     todo = [i for i in range(len(exps)) if i not in results]
     if not todo:
         return [results[i] for i in range(len(exps))]
+    with run_locks([paths.lock(exps[i]) for i in todo]):  # RunBusyError: another process runs one
+        for i in todo:  # another process finished it between the check above and the lock
+            if os.path.exists(paths.result(exps[i])):
+                results[i] = _load_result(paths.result(exps[i]))
+        todo = [i for i in todo if i not in results]
+        if todo:
+            _train_and_finish(configs, exps, todo, paths, base_data, results)
+    return [results[i] for i in range(len(exps))]
+
+
+def _train_and_finish(configs: list, exps: list, todo: list, paths: Paths, base_data: Optional[TaskData],
+                      results: dict) -> None:
+    """The body of :func:`_run` for the runs ``todo`` (indices into ``configs``), under their locks;
+    fills ``results``."""
     for i in todo:  # a changed setting fails before any work
         _check_config(paths, exps[i], configs[i])
     prepared = []
@@ -252,4 +269,3 @@ def _run(configs: list, base_data: Optional[TaskData]) -> list[dict]:
     for i, p, fit_result in zip(todo, prepared, fitted):
         results[i] = _finish(configs[i], exps[i], paths, p.data, graphdef, fit_result, p.seconds)
     shutil.rmtree(checkpoint_dir, ignore_errors=True)  # _finish already removed a single run's
-    return [results[i] for i in range(len(exps))]

@@ -15,6 +15,8 @@ from typing import Callable, Optional, Sequence
 from absl import app, flags
 from ml_collections import config_flags
 
+from nlproar_jax.runtime.runlock import RunBusyError
+
 config_flags.DEFINE_config_file("config", None, "Task config file, e.g. configs/sst.py.", lock_config=True)
 flags.DEFINE_bool("traceback", False, "On an error, show Python's full traceback instead of one line.")
 
@@ -22,6 +24,7 @@ flags.DEFINE_bool("traceback", False, "On an error, show Python's full traceback
 # run): one line without a traceback, exit code 2. Anything else is a bug and keeps its traceback.
 USER_ERRORS: tuple = (ValueError, FileNotFoundError, FloatingPointError)
 EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
+EXIT_BUSY = 75  # EX_TEMPFAIL: another live process is running one of the runs asked for
 
 
 def _config_argument(argv: Sequence[str]) -> Optional[str]:
@@ -78,7 +81,7 @@ def check_config_arguments(argv: Sequence[str]) -> Optional[str]:
 def run_command(main: Callable, argv: Optional[Sequence[str]] = None) -> None:
     """``absl.app.run(main)`` with the errors a user causes as one line and exit code 2 (an unknown
     config file or field before anything starts; :data:`USER_ERRORS` raised by ``main``; ``--traceback``
-    shows Python's traceback instead), and Ctrl-C as "interrupted; rerun the same command to resume",
+    shows Python's traceback instead), a run another live process holds (exit code 75), and Ctrl-C as "interrupted; rerun the same command to resume",
     exit code 130 (finished runs and epochs are on disk, so the rerun continues)."""
     argv = list(sys.argv if argv is None else argv)
     problem = check_config_arguments(argv)
@@ -93,6 +96,9 @@ def run_command(main: Callable, argv: Optional[Sequence[str]] = None) -> None:
             print("\ninterrupted; rerun the same command to resume (finished runs and epochs are kept)",
                   file=sys.stderr)
             sys.exit(EXIT_INTERRUPTED)
+        except RunBusyError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(EXIT_BUSY)
         except USER_ERRORS as e:
             if flags.FLAGS.traceback:
                 raise
