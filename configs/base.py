@@ -55,6 +55,10 @@ def get_config() -> ml_collections.ConfigDict:
     # More classic-ROAR k values (same measure, strategy and seed) trained together with k, like
     # num_seeds: e.g. --config.k=10 --config.k_together='(20,30)'. Every run writes its own result.
     c.k_together = ()
+    # A first recursive step (k = step) trains exactly what the classic run at that k trains (same
+    # reference, importance, masked data and seed): when that classic run has finished, reuse its model
+    # and result (the result file says "same_as") instead of training it again.
+    c.reuse_classic_twin = True
     # --- ROAR ----------------------------------------------------------------------------
     c.k = 0  # 0 = the unmasked base model
     c.roar_strategy = "quantile"  # "count" (k tokens) | "quantile" (k% of eligible tokens)

@@ -4,7 +4,10 @@
 
 The grid is ``config.grid`` (override any part: ``--config.grid.seeds=(0,1)``).
 Finished runs are skipped, so rerunning after an interruption continues where it
-stopped. All runs share one process, so jitted steps compile once. The table is
+stopped. All runs share one process, so jitted steps compile once; ``--workers=N``
+runs independent runs on N worker processes instead, each pinned to its own cores
+(:mod:`nlproar_jax.runtime.workers`; per-worker logs under
+``<persistent_dir>/logs/``), with the same results. The table is
 :func:`nlproar_jax.analysis.tables.format_roar_table`: a row per measure tag, so IG
 variants and step counts stay apart.
 """
@@ -21,6 +24,9 @@ from nlproar_jax.runtime.commandline import config_from_flags, run_command, setu
 from nlproar_jax.runtime.progress import eta
 
 flags.DEFINE_bool("dry_run", False, "Print the plan (one line per run, with what it waits for) and exit.")
+flags.DEFINE_integer("workers", 1, "Run independent runs on this many worker processes, each pinned to its "
+                     "own cores (1 = every run in this process, one after another).")
+flags.DEFINE_bool("worker", False, "Internal: be one worker of a --workers sweep (run ids on stdin).")
 flags.DEFINE_string("only", None, "Run only these runs of the plan (comma-separated experiment ids, as the "
                     "dry run prints them), in plan order; the Slurm launcher's tasks of several runs use this.")
 
@@ -44,7 +50,12 @@ def main(argv) -> None:
         for run in plan:
             print(run.id, "after", ",".join(run.after) or "-")
         return
-    run_plan(config, plan)
+    if flags.FLAGS.worker:
+        return work(config, plan)
+    if flags.FLAGS.workers > 1:
+        run_parallel_plan(config, plan, flags.FLAGS.workers)
+    else:
+        run_plan(config, plan)
     if flags.FLAGS.only is None:
         print(format_roar_table(load_results(config.persistent_dir)))
 
@@ -90,6 +101,50 @@ def run_plan(config, plan) -> None:
         else:
             run_together([run.apply(config) for run in group], base_data=data)
     log.info("sweep of %d runs done in %.0fs", len(plan), time.perf_counter() - t0)
+
+
+def run_parallel_plan(config, plan, workers: int) -> None:
+    """``plan`` on ``workers`` processes (:func:`nlproar_jax.runtime.workers.run_parallel`); finished runs
+    are skipped before any is handed out. Raises ValueError naming the runs that failed."""
+    import os
+
+    from nlproar_jax.names import Paths
+    from nlproar_jax.runtime.workers import run_parallel
+
+    paths = Paths(config.persistent_dir)
+    todo = [run for run in plan if not os.path.exists(paths.result(run.experiment))]
+    if not todo:
+        return
+    argv = [sys.executable, "-m", "nlproar_jax.sweep", *without_flag(sys.argv[1:], "workers"), "--worker"]
+    failed = run_parallel(todo, argv, min(workers, len(todo)), os.path.join(paths.root, "logs"))
+    if failed:
+        raise ValueError(f"{len(failed)} of {len(todo)} runs failed or could not start: {', '.join(failed)} "
+                         f"(logs: {os.path.join(paths.root, 'logs')}); rerun to retry them")
+
+
+def without_flag(args: list[str], name: str) -> list[str]:
+    """``args`` without ``--name=V`` / ``--name V`` (an integer flag)."""
+    out, skip = [], False
+    for a in args:
+        if skip:
+            skip = False
+            continue
+        if a == f"--{name}":
+            skip = True
+            continue
+        if not a.startswith(f"--{name}="):
+            out.append(a)
+    return out
+
+
+def work(config, plan) -> None:
+    """One worker of a parallel sweep: the task loaded once, then the runs named on stdin."""
+    from nlproar_jax.roar.run import load_base_data, run_experiment
+    from nlproar_jax.runtime.workers import worker_loop
+
+    by_id = {run.id: run for run in plan}
+    data = load_base_data(config)
+    worker_loop(lambda rid: run_experiment(by_id[rid].apply(config), base_data=data))
 
 
 def group_classic_runs(plan) -> list[list]:

@@ -81,7 +81,7 @@ def _release_compiled_programs():
 # End-to-end modules (training runs, subprocesses, the real Slurm): `-m "not slow"` leaves them out
 # for a quick check of the math and the contracts (README: Test).
 SLOW_MODULES = {"test_data_parallel", "test_diffmask", "test_evaluate", "test_pipeline", "test_slurm_real",
-                "test_soft_attention", "test_stacked_training", "test_transformer"}
+                "test_soft_attention", "test_stacked_training", "test_sweep_parallel", "test_transformer"}
 
 
 def pytest_collection_modifyitems(config, items):

@@ -94,7 +94,8 @@ def test_a_rerun_skips_and_exports(evaluated):
     assert evaluate_grid(config) == evaluations
     assert {name: os.path.getmtime(os.path.join(folder, name)) for name in os.listdir(folder)} == mtimes
     table = format_erasure_table(evaluations)
-    assert "integrated_gradient-4a" in table and "comp_aopc" in table and "f1@gold" in table
+    assert "Integrated gradient" in table and "comp_aopc" in table and "f1@gold" in table
+    assert "settings: Integrated gradient: 4 steps, α-weighted" in table
     written = export(config.persistent_dir, plots=False)
     with open(written["erasure_csv"]) as f:
         rows = list(csv.DictReader(f))

@@ -61,8 +61,12 @@ def test_plan_runs_come_after_their_reference(config):
         if ref is None:
             assert run.after == ()
             continue
-        assert run.after == (ref.id,)
-        assert position[ref.id] < position[run.id], run.id
+        exp = run.experiment
+        twin = [f"{exp.task}_{exp.model}_s-{exp.seed}_y-{exp.measure_tag}_rs-{exp.strategy}_k-{exp.k}_r-0"] \
+            if exp.recursive and exp.k == exp.step else []
+        twin = [t for t in twin if t in position]  # ... when the grid has it (count k: random only)
+        assert run.after == (ref.id, *twin)  # a first recursive step also waits for its classic twin
+        assert all(position[a] < position[run.id] for a in run.after), run.id
         if run.experiment.recursive and run.experiment.k > run.experiment.step:
             assert ref.k == run.experiment.k - run.experiment.step and ref.recursive
     kinds = {(r.experiment.recursive, r.experiment.measure) for r in plan if r.experiment.k}

@@ -223,3 +223,31 @@ def test_ctrl_c_says_how_to_resume_and_exits_130(tmp_path):
     stderr = "".join(lines) + rest
     assert proc.returncode == 130, stderr
     assert "interrupted; rerun the same command to resume" in stderr and "Traceback" not in stderr
+
+
+def test_first_recursive_step_reuses_its_classic_twin(tiny_config, tmp_path):
+    """Recursive k = step trains exactly what classic k = step trains: with the classic run finished, the
+    recursive one records its model and result (saying so) instead of training, and the chain goes on
+    from it; trained anew instead, it gives the same numbers."""
+    import shutil
+
+    c = with_(tiny_config, max_epochs=2)
+    run_experiment(c)
+    classic = run_experiment(with_(c, k=10, importance_measure="gradient"))
+    first = with_(c, k=10, importance_measure="gradient", recursive=True)
+    reused = run_experiment(first)
+    assert reused["same_as"] == classic["experiment_id"] and reused["recursive"] is True
+    assert reused["experiment_id"].endswith("_r-1_st-10") and reused["test"] == classic["test"]
+    assert reused["history"] == classic["history"]
+    # the next step starts from the reused step's model and masked data
+    second = run_experiment(with_(first, k=20))
+    assert second["reference_id"] == reused["experiment_id"] and "same_as" not in second
+    # the same step trained anew (the base model and importance copied to a fresh directory)
+    other = tmp_path / "anew"
+    shutil.copytree(c.persistent_dir, other, ignore=shutil.ignore_patterns("*_y-*"))
+    fresh = run_experiment(with_(first, persistent_dir=str(other), reuse_classic_twin=False))
+    def computed(history):  # every number but the wall times
+        return [{k: v for k, v in e.items() if "seconds" not in k and "per_s" not in k} for e in history]
+
+    assert "same_as" not in fresh and fresh["test"] == classic["test"] and fresh["val"] == classic["val"]
+    assert computed(fresh["history"]) == computed(classic["history"])

@@ -43,3 +43,27 @@ def test_short_loops_and_off_print_nothing(monkeypatch):
 
 def test_eta():
     assert eta(3, 10, 30.0) == "ETA 01:10" and eta(0, 10, 5.0) == "" and eta(10, 10, 5.0) == ""
+
+
+def test_log_lines_come_at_the_stated_interval(monkeypatch):
+    """Stderr not a terminal: one line each time ``interval`` (the default, 30 s) has passed, by the clock."""
+    from nlproar_jax.runtime import progress
+
+    clock = {"t": 1000.0}
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: clock["t"])
+    monkeypatch.setenv("NLPROAR_PROGRESS", "log")
+    handler = Lines()
+    logger = logging.getLogger("nlproar_jax")
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        with Progress(20, "epoch 1/3") as bar:  # interval: progress.LOG_INTERVAL
+            for _ in range(20):
+                clock["t"] += 10.0  # one update every 10 s: a line at 30, 60, 90, ... s
+                bar.update(1)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert progress.LOG_INTERVAL == 30.0
+    assert [line.split()[3] for line in handler.lines] == [f"{i}/20" for i in (3, 6, 9, 12, 15, 18)]

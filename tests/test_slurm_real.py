@@ -99,17 +99,18 @@ def logs(persistent_dir) -> str:
 
 
 def test_grid_completes_through_relaunch_cancel_and_requeue_without_duplicates(cluster, xla_cache, tmp_path):
-    """One grid through every fault, in the order a user meets them (one grid keeps the suite short)."""
+    """One grid through every fault, in the order a user meets them (one grid keeps the suite short).
+    Every recursive step trains (no reuse of its classic twin), so the one cancelled below is running."""
     d = str(tmp_path / "grid")
     epochs = "--config.max_epochs=10"
-    first = grid(d, xla_cache, epochs).stdout  # no resource flags: the task's defaults, no GPU
+    first = grid(d, xla_cache, epochs, "--config.reuse_classic_twin=False").stdout  # no resource flags: the task's defaults, no GPU
     assert f"{PLAN_SIZE} to run" in first and "(no GPU)" in first
     submitted = records(d)
     assert {r["job_id"] for r in submitted} == set(re.findall(r": (\d+)$", first, re.M))
     base_job = next(r["job_id"] for r in submitted if r["name"] == "synthetic-s0-base")
 
     # 1. relaunch at once, while the jobs are queued or running: nothing is submitted again
-    again = grid(d, xla_cache, epochs).stdout
+    again = grid(d, xla_cache, epochs, "--config.reuse_classic_twin=False").stdout
     assert f"{PLAN_SIZE} queued or running already" in again and "0 to run" in again
     assert records(d) == submitted
 
@@ -148,7 +149,7 @@ def test_grid_completes_through_relaunch_cancel_and_requeue_without_duplicates(c
     wait_until(lambda: not our_jobs(d), 180, "the other jobs to finish")
     left = PLAN_SIZE - len(results(d))
     assert left == 2, sorted(results(d))  # the two recursive steps
-    relaunch = grid(d, xla_cache, epochs).stdout
+    relaunch = grid(d, xla_cache, epochs, "--config.reuse_classic_twin=False").stdout
     assert f"{left} to run" in relaunch and "queued or running already" not in relaunch
     wait_until(lambda: not our_jobs(d), 300, "the relaunched grid to finish")
     assert len(results(d)) == PLAN_SIZE, logs(d)[-3000:]
@@ -157,7 +158,7 @@ def test_grid_completes_through_relaunch_cancel_and_requeue_without_duplicates(c
 
     # 5. relaunch after completion: nothing to do, nothing submitted
     n = len(records(d))
-    done = grid(d, xla_cache, epochs).stdout
+    done = grid(d, xla_cache, epochs, "--config.reuse_classic_twin=False").stdout
     assert f"{PLAN_SIZE} finished (skipped), 0 to run" in done and len(records(d)) == n
 
 

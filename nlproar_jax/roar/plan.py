@@ -82,4 +82,14 @@ def plan_grid(config) -> list[PlannedRun]:
         if run.id not in seen:
             seen.add(run.id)
             unique.append(run)
-    return unique
+    # A first recursive step waits for its classic twin (the same training: nlproar_jax.roar.run
+    # reuses the twin's model and result) when the grid has it.
+    out = []
+    for run in unique:
+        exp = run.experiment
+        if exp.recursive and exp.k == exp.step:
+            twin = dataclasses.replace(exp, recursive=False).id
+            if twin in seen:
+                run = dataclasses.replace(run, after=run.after + (twin,))
+        out.append(run)
+    return out

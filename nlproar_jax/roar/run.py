@@ -13,6 +13,7 @@ Several runs trained together (:func:`run_together`) go through the same
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -42,7 +43,7 @@ log = logging.getLogger("nlproar_jax")
 # Fields that do not change what one run computes: how and where it runs, and which grid it is part of.
 # (lstm_impl: every BiLSTM kernel computes the same function and gradients, tests/test_models.py.)
 _NOT_IDENTITY = ("persistent_dir", "data_dir", "config_file", "compilation_cache_dir", "seeds_together",
-                 "malloc_hugetlb", "k_together", "grid", "lstm_impl", "evaluation")
+                 "malloc_hugetlb", "k_together", "grid", "lstm_impl", "evaluation", "reuse_classic_twin")
 
 
 def _check_config(paths: Paths, exp: Experiment, config) -> None:
@@ -137,6 +138,38 @@ def _finish(config, exp: Experiment, paths: Paths, data: TaskData, graphdef, fit
     log.info("%s: test %s %.4f (best epoch %d) -> %s", exp.id, spec.reported, test[spec.reported],
              fitted.best_epoch, paths.result(exp))
     return result
+
+
+def classic_twin(exp: Experiment) -> Optional[Experiment]:
+    """The classic run that trains exactly what ``exp`` trains, if ``exp`` is a first recursive step
+    (k = step): same task, model, seed, measure, strategy and k, so the same reference (the base model),
+    importance, masked data and seed. None for every other run."""
+    if not exp.recursive or exp.k != exp.step:
+        return None
+    return dataclasses.replace(exp, recursive=False)
+
+
+def _reuse_twin(config, exp: Experiment, twin: Experiment, paths: Paths, base_data: Optional[TaskData]):
+    """Record the finished classic ``twin``'s model and result as ``exp``'s (a first recursive step),
+    with the masked data the next step starts from; ``(base_data, result)``. The result says
+    ``"same_as": twin id``; its metrics and history are the twin's."""
+    t0 = time.perf_counter()
+    base_data, data, seconds = _load_data(config, exp, paths, base_data)  # the importance is cached
+    _start(config, exp, paths, data)
+    model, tmp = paths.model(exp), paths.model(exp) + f".{os.getpid()}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(paths.model(twin), tmp)
+    if os.path.exists(model):
+        shutil.rmtree(model)
+    os.replace(tmp, model)
+    if os.path.exists(paths.metrics(twin)):
+        shutil.copyfile(paths.metrics(twin), paths.metrics(exp))
+    result = {**_load_result(paths.result(twin)), **exp.fields(), "same_as": twin.id,
+              "seconds": {**seconds, "reuse_classic_twin": time.perf_counter() - t0}, **environment()}
+    write_json_atomic(paths.result(exp), result)
+    log.info("%s: the same training as the finished classic run %s; its model and result reused -> %s",
+             exp.id, twin.id, paths.result(exp))
+    return base_data, result
 
 
 class _Prepared(NamedTuple):
@@ -242,6 +275,13 @@ def _train_and_finish(configs: list, exps: list, todo: list, paths: Paths, base_
     fills ``results``."""
     for i in todo:  # a changed setting fails before any work
         _check_config(paths, exps[i], configs[i])
+    for i in list(todo):
+        twin = classic_twin(exps[i])
+        if twin is not None and configs[i].get("reuse_classic_twin", True) and os.path.exists(paths.result(twin)):
+            base_data, results[i] = _reuse_twin(configs[i], exps[i], twin, paths, base_data)
+            todo.remove(i)
+    if not todo:
+        return
     prepared = []
     for i in todo:
         base_data, data, seconds = _load_data(configs[i], exps[i], paths, base_data)
