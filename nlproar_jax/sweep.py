@@ -116,7 +116,11 @@ def run_parallel_plan(config, plan, workers: int) -> None:
     if not todo:
         return
     argv = [sys.executable, "-m", "nlproar_jax.sweep", *without_flag(sys.argv[1:], "workers"), "--worker"]
-    failed = run_parallel(todo, argv, min(workers, len(todo)), os.path.join(paths.root, "logs"))
+    try:
+        failed = run_parallel(todo, argv, min(workers, len(todo)), os.path.join(paths.root, "logs"))
+    except RuntimeError as e:  # a worker died (killed, out of memory): what finished is on disk
+        logging.getLogger("nlproar_jax").error("%s; rerun the same command to continue the grid", e)
+        sys.exit(1)
     if failed:
         raise ValueError(f"{len(failed)} of {len(todo)} runs failed or could not start: {', '.join(failed)} "
                          f"(logs: {os.path.join(paths.root, 'logs')}); rerun to retry them")

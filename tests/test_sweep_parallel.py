@@ -5,11 +5,13 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO_ROOT
 
 GRID = ["--config=configs/synthetic.py", "--config.dataset.train_size=200", "--config.dataset.val_size=60",
         "--config.dataset.test_size=60", "--config.max_epochs=1", "--config.hidden_size=8",
-        "--config.embedding_dim=8", "--config.grid.measures=('random','gradient')", "--config.grid.quantile_k=(10,20)",
+        "--config.embedding_dim=8", "--config.grid.measures=('random','gradient')", "--config.grid.quantile_k=(10,)",
         "--config.grid.random_quantile_k=()"]
 
 
@@ -31,14 +33,22 @@ def results(persistent_dir):
     return out
 
 
-def test_two_workers_write_what_the_serial_sweep_writes(tmp_path):
-    serial, parallel = tmp_path / "serial", tmp_path / "parallel"
-    a = sweep(serial)
-    assert a.returncode == 0, a.stderr[-3000:]
+@pytest.fixture(scope="module")
+def serial(tmp_path_factory):
+    """The serial sweep of the grid, once for the module: ``(persistent_dir, its output)``."""
+    d = tmp_path_factory.mktemp("serial")
+    out = sweep(d)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return d, out
+
+
+def test_two_workers_write_what_the_serial_sweep_writes(serial, tmp_path):
+    serial, a = serial
+    parallel = tmp_path / "parallel"
     b = sweep(parallel, "--workers", "2")
     assert b.returncode == 0, b.stderr[-3000:]
-    assert results(serial) == results(parallel) and len(results(serial)) == 7
-    assert "on 2 workers (cores" in b.stderr and "[7/7]" in b.stderr
+    assert results(serial) == results(parallel) and len(results(serial)) == 4
+    assert "on 2 workers (cores" in b.stderr and "[4/4]" in b.stderr
     assert sorted(os.listdir(parallel / "logs")) == ["worker-0.log", "worker-1.log"]
     # the table is printed as by the serial sweep; a rerun has nothing to do
     assert a.stdout == b.stdout
@@ -57,5 +67,35 @@ def test_a_failed_run_stops_only_its_dependents(tmp_path):
     assert out.returncode == 2, out.stderr[-3000:]
     assert "runs failed or could not start" in out.stderr and "gradient" in out.stderr.splitlines()[-1]
     names = set(os.listdir(d / "results"))
-    assert "synthetic_rnn_s-0_y-random_rs-quantile_k-20_r-0.json" in names
+    assert "synthetic_rnn_s-0_y-random_rs-quantile_k-10_r-0.json" in names
     assert not any("gradient" in n for n in names)
+
+
+def test_a_killed_worker_loses_nothing_when_the_sweep_is_rerun(serial, tmp_path):
+    """SIGKILL one worker while it trains: the sweep stops (exit 1, one line naming the worker's log);
+    rerunning completes the grid, every result equal to an uninterrupted serial sweep's."""
+    import signal
+    import time
+
+    serial, d = serial[0], tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "nlproar_jax.sweep", *GRID, f"--config.persistent_dir={d}",
+                             "--workers=2"], cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    try:
+        t0 = time.time()
+        while time.time() - t0 < 300:  # the base model and one more run done: both workers have runs
+            if (d / "results").is_dir() and len(os.listdir(d / "results")) >= 2:
+                break
+            time.sleep(0.1)
+        children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        assert children, "no worker processes"
+        os.kill(int(children[0]), signal.SIGKILL)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1 and "exited" in err and "rerun the same command" in err, err[-2000:]
+    assert len(os.listdir(d / "results")) < 4
+    again = sweep(d, "--workers=2")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert results(d) == results(serial)

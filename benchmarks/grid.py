@@ -1,0 +1,100 @@
+"""A whole small ROAR grid three ways, interleaved: what a user pays per run.
+
+  python benchmarks/grid.py --config=configs/synthetic.py --repeats 1 --out benchmarks/results_grid_cpu.jsonl
+
+1. ``cli``: one ``python -m nlproar_jax.train`` command line per run, in plan order (what the original's
+   job scripts do: every run pays start-up, data loading and compilation);
+2. ``serial``: ``python -m nlproar_jax.sweep`` (one process, runs one after another);
+3. ``parallel``: ``python -m nlproar_jax.sweep --workers=N`` (N pinned worker processes).
+
+Each way starts from an empty persistent directory with a warm dataset cache and no compilation cache
+(``--config.compilation_cache_dir=none``), so compilation is counted each time, as on a fresh cluster
+job. Ways are interleaved per repeat; one JSON line per (way, repeat) with the wall time and seconds
+per run, then one line of ratios (medians). Extra ``--config.*`` arguments go to every command.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def plan_args(config: str, overrides: list[str]) -> list[list[str]]:
+    """Each run's ``train`` overrides, in plan order (from ``sweep --dry_run``-equivalent planning)."""
+    sys.path.insert(0, ROOT)
+    code = ("import sys, json\nfrom absl import flags\nfrom nlproar_jax.runtime import commandline\n"
+            "from nlproar_jax.roar.plan import plan_grid\n"
+            "flags.FLAGS(sys.argv)\nprint(json.dumps([r.command_args() for r in plan_grid(flags.FLAGS.config)]))\n")
+    out = subprocess.run([sys.executable, "-c", code, f"--config={config}", *overrides], cwd=ROOT,
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+def run(cmd: list[str]) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   env={**os.environ, "NLPROAR_PROGRESS": "off"})
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default="configs/synthetic.py")
+    p.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
+    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--ways", nargs="+", default=["cli", "serial", "parallel"], choices=["cli", "serial", "parallel"])
+    p.add_argument("--out", default=None)
+    a, overrides = p.parse_known_args()
+    runs = plan_args(a.config, overrides)
+    cache = tempfile.mkdtemp(prefix="nlproar-grid-data-")  # warm dataset cache shared by every way
+    rows, times = [], {w: [] for w in a.ways}
+    common = {"config": a.config, "overrides": overrides, "runs": len(runs), "workers": a.workers,
+              "hostname": platform.node(), "cpus": len(os.sched_getaffinity(0)), "python": platform.python_version()}
+    try:
+        for repeat in range(a.repeats):
+            for way in a.ways:
+                d = tempfile.mkdtemp(prefix=f"nlproar-grid-{way}-")
+                os.makedirs(os.path.join(d, "cache"), exist_ok=True)
+                if os.path.isdir(os.path.join(cache, "datasets")):
+                    shutil.copytree(os.path.join(cache, "datasets"), os.path.join(d, "cache", "datasets"))
+                base = [f"--config={a.config}", *overrides, f"--config.persistent_dir={d}",
+                        "--config.compilation_cache_dir=none"]
+                if way == "cli":
+                    seconds = sum(run([sys.executable, "-m", "nlproar_jax.train", *base, *r]) for r in runs)
+                elif way == "serial":
+                    seconds = run([sys.executable, "-m", "nlproar_jax.sweep", *base])
+                else:
+                    seconds = run([sys.executable, "-m", "nlproar_jax.sweep", *base, f"--workers={a.workers}"])
+                if not os.path.isdir(os.path.join(cache, "datasets")):
+                    shutil.copytree(os.path.join(d, "cache", "datasets"), os.path.join(cache, "datasets"))
+                done = len(os.listdir(os.path.join(d, "results")))
+                shutil.rmtree(d, ignore_errors=True)
+                times[way].append(seconds)
+                row = {"way": way, "repeat": repeat, "seconds": seconds, "seconds_per_run": seconds / len(runs),
+                       "results": done, **common}
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+    med = {w: statistics.median(ts) for w, ts in times.items() if ts}
+    ratios = {f"{x}/{y}": med[x] / med[y] for x in med for y in med if x != y}
+    summary = {"way": "ratios (median seconds, larger = the second way faster)", "median_seconds": med,
+               "ratios": ratios, **common}
+    rows.append(summary)
+    print(json.dumps(summary))
+    if a.out:
+        with open(a.out, "a") as f:
+            f.write("".join(json.dumps(r) + "\n" for r in rows))
+
+
+if __name__ == "__main__":
+    main()
