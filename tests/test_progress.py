@@ -1,4 +1,5 @@
 """Progress output: log lines at an interval when stderr is not a terminal, silence when asked, the ETA."""
+import contextlib
 import logging
 
 from nlproar_jax.runtime.progress import Progress, eta
@@ -13,21 +14,28 @@ class Lines(logging.Handler):
         self.lines.append(record.getMessage())
 
 
-def run(monkeypatch, mode, interval):
-    monkeypatch.setenv("NLPROAR_PROGRESS", mode)
+@contextlib.contextmanager
+def captured_lines():
+    """The project logger's messages at INFO, collected in the yielded list."""
     handler = Lines()
     logger = logging.getLogger("nlproar_jax")
     logger.addHandler(handler)
     level = logger.level
     logger.setLevel(logging.INFO)
     try:
-        with Progress(5, "importance test", interval=interval) as bar:
-            for _ in range(5):
-                bar.update(1)
+        yield handler.lines
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
-    return handler.lines
+
+
+def run(monkeypatch, mode, interval):
+    monkeypatch.setenv("NLPROAR_PROGRESS", mode)
+    with captured_lines() as lines:
+        with Progress(5, "importance test", interval=interval) as bar:
+            for _ in range(5):
+                bar.update(1)
+    return lines
 
 
 def test_log_lines_every_interval_until_done(monkeypatch):
@@ -52,18 +60,10 @@ def test_log_lines_come_at_the_stated_interval(monkeypatch):
     clock = {"t": 1000.0}
     monkeypatch.setattr(progress.time, "perf_counter", lambda: clock["t"])
     monkeypatch.setenv("NLPROAR_PROGRESS", "log")
-    handler = Lines()
-    logger = logging.getLogger("nlproar_jax")
-    logger.addHandler(handler)
-    level = logger.level
-    logger.setLevel(logging.INFO)
-    try:
+    with captured_lines() as lines:
         with Progress(20, "epoch 1/3") as bar:  # interval: progress.LOG_INTERVAL
             for _ in range(20):
                 clock["t"] += 10.0  # one update every 10 s: a line at 30, 60, 90, ... s
                 bar.update(1)
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
     assert progress.LOG_INTERVAL == 30.0
-    assert [line.split()[3] for line in handler.lines] == [f"{i}/20" for i in (3, 6, 9, 12, 15, 18)]
+    assert [line.split()[3] for line in lines] == [f"{i}/20" for i in (3, 6, 9, 12, 15, 18)]
