@@ -30,7 +30,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def plan_args(config: str, overrides: list[str]) -> list[list[str]]:
     """Each run's ``train`` overrides, in plan order (from ``sweep --dry_run``-equivalent planning)."""
-    sys.path.insert(0, ROOT)
     code = ("import sys, json\nfrom absl import flags\nfrom nlproar_jax.runtime import commandline\n"
             "from nlproar_jax.roar.plan import plan_grid\n"
             "flags.FLAGS(sys.argv)\nprint(json.dumps([r.command_args() for r in plan_grid(flags.FLAGS.config)]))\n")
