@@ -37,9 +37,9 @@ if _REPO_ROOT not in sys.path:  # run as a file: ``python launch/grid.py``
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from nlproar_jax.analysis.tables import format_roar_table, load_results  # noqa: E402
+from nlproar_jax.analysis.tables import format_roar_table  # noqa: E402
 from nlproar_jax.names import Paths  # noqa: E402
-from nlproar_jax.sweep import run_plan  # noqa: E402  (defines --config and --dry_run)
+from nlproar_jax.sweep import plan_results, run_plan  # noqa: E402  (defines --config and --dry_run)
 from nlproar_jax.runtime.commandline import config_from_flags, run_command, setup_logging  # noqa: E402
 
 BACKENDS = ("slurm", "local")
@@ -135,7 +135,7 @@ def main(argv) -> None:
                 print(run.id, "after", ",".join(run.after) or "-")
             return
         run_plan(config, pending)
-        print(format_roar_table(load_results(persistent_dir)))
+        print(format_roar_table(plan_results(plan, persistent_dir)))
         return
     try:
         options = slurm.SlurmOptions(

@@ -57,7 +57,15 @@ def main(argv) -> None:
     else:
         run_plan(config, plan)
     if flags.FLAGS.only is None:
-        print(format_roar_table(load_results(config.persistent_dir)))
+        print(format_roar_table(plan_results(plan, config.persistent_dir)))
+
+
+def plan_results(plan, persistent_dir: str) -> list[dict]:
+    """The finished results of ``plan``'s runs: the table a sweep prints is its own grid's, even where
+    ``persistent_dir`` also holds other grids (another model's; ``python -m nlproar_jax.results`` shows
+    them all, one table per task and model)."""
+    ids = {run.id for run in plan}
+    return [r for r in load_results(persistent_dir) if r["experiment_id"] in ids]
 
 
 def select_runs(plan, only: str) -> list:

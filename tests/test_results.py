@@ -177,12 +177,63 @@ def test_roar_table_from_seed_curves():
     assert R.format_roar_table([]) == "(no ROAR runs finished yet)"
 
 
+def two_model_grid():
+    """The fake grid twice in one directory: as the BiLSTM (``rnn``) and as a transformer 0.3 lower."""
+    out = fake_grid(seeds=(0,))
+    for r in fake_grid(seeds=(0,)):
+        r = json.loads(json.dumps(r))
+        r.update(model="transformer", experiment_id=r["experiment_id"].replace("_rnn_", "_transformer_"),
+                 reference_id=r["reference_id"] and r["reference_id"].replace("_rnn_", "_transformer_"))
+        for split in ("val", "test"):
+            r[split] = {name: value - 0.3 for name, value in r[split].items()}
+        out.append(r)
+    return out
+
+
+def test_two_models_of_one_task_never_share_a_curve(tmp_path):
+    runs = two_model_grid()
+    curves = R.seed_curves(runs)
+    rnn = curves[("synthetic (rnn)", "gradient", "quantile", False)][0]
+    transformer = curves[("synthetic (transformer)", "gradient", "quantile", False)][0]
+    assert rnn == {0: 0.9, 10: 0.6, 20: 0.5}
+    assert transformer == pytest.approx({0: 0.6, 10: 0.3, 20: 0.2})
+    assert not any(key[0] == "synthetic" for key in curves)
+    text = R.format_roar_table(runs)
+    heads = [line for line in text.splitlines() if "(mean over seeds)" in line]
+    assert heads == [f"synthetic ({m}): test macro_f1 (mean over seeds), {s} masking"
+                     for m in ("rnn", "transformer") for s in ("quantile", "count")]
+    rows = R.summarize(runs)
+    by = {(r["model"], r["measure_tag"], r["strategy"], r["roar"]): r for r in rows}
+    # each model against its own random curve: the same relative area (both shifted by 0.3)
+    a, b = by[("rnn", "gradient", "quantile", "classic")], by[("transformer", "gradient", "quantile", "classic")]
+    assert a["task"] == b["task"] == "synthetic" and a["study"] == "synthetic (rnn)"
+    assert a["relative_mean"] == pytest.approx(b["relative_mean"])
+    assert "synthetic (transformer)" in R.format_summary(rows)
+    assert sorted(os.path.basename(p) for p in __import__("nlproar_jax.analysis.plots", fromlist=["x"])
+                  .plot_all(runs, str(tmp_path))) == sorted(
+        f"roar_synthetic_{m}_{s}.png" for m in ("rnn", "transformer") for s in ("quantile", "count"))
+    # one model alone keeps the plain task label
+    assert R.format_roar_table(fake_grid()).splitlines()[0].startswith("synthetic: ")
+
+
 def test_sweep_and_launcher_print_the_one_table():
     from launch import grid
     from nlproar_jax import sweep
 
     assert sweep.format_roar_table is R.format_roar_table and grid.format_roar_table is R.format_roar_table
-    assert sweep.load_results is R.load_results and grid.load_results is R.load_results
+    assert sweep.load_results is R.load_results and grid.plan_results is sweep.plan_results
+
+
+def test_a_sweep_prints_its_own_grids_table(tmp_path):
+    from types import SimpleNamespace
+    from nlproar_jax import sweep
+
+    runs = two_model_grid()
+    write_results(tmp_path, runs)
+    plan = [SimpleNamespace(id=r["experiment_id"]) for r in runs if r["model"] == "transformer"]
+    mine = sweep.plan_results(plan, str(tmp_path))
+    assert len(mine) == len(plan) and {r["model"] for r in mine} == {"transformer"}
+    assert R.format_roar_table(mine).splitlines()[0].startswith("synthetic: ")
 
 
 def test_summarize_matches_hand_computation():

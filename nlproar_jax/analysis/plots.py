@@ -123,19 +123,25 @@ def plot_roar(curves: dict, *, task: str, strategy: str, metric: str, path: str)
 
 
 def plot_all(results: Iterable[dict], out_dir: str, *, tasks: Optional[Iterable[str]] = None) -> list[str]:
-    """``roar_<task>_<strategy>.png`` in ``out_dir`` for every task and strategy with runs; the paths."""
-    from nlproar_jax.analysis.tables import STRATEGY_ORDER, seed_curves
+    """``roar_<study>_<strategy>.png`` in ``out_dir`` for every study (task, or ``<task>_<model>`` where
+    the runs hold several models of a task: :func:`~nlproar_jax.analysis.tables.study_labels`) and
+    strategy with runs, restricted to ``tasks`` if given; the paths."""
+    from nlproar_jax.analysis.tables import STRATEGY_ORDER, seed_curves, study_file_stem, study_labels, study_of
 
     results = list(results)
-    metric = {r["task"]: r["reported_metric"] for r in results}
+    labels = study_labels(results)
+    if tasks is not None:
+        tasks = set(tasks)
+        results = [r for r in results if r["task"] in tasks]
+    metric = {study_of(r, labels): r["reported_metric"] for r in results}
     curves = seed_curves(results)
     paths = []
-    for task in sorted(tasks or {key[0] for key in curves}):
+    for study in sorted({key[0] for key in curves}):
         for strategy in STRATEGY_ORDER:
             sub = {(tag, rec): per_seed for (t, tag, s, rec), per_seed in curves.items()
-                   if t == task and s == strategy}
+                   if t == study and s == strategy}
             if not sub:
                 continue
-            path = os.path.join(out_dir, f"roar_{task}_{strategy}.png")
-            paths.append(plot_roar(sub, task=task, strategy=strategy, metric=metric[task], path=path))
+            path = os.path.join(out_dir, f"roar_{study_file_stem(study)}_{strategy}.png")
+            paths.append(plot_roar(sub, task=study, strategy=strategy, metric=metric[study], path=path))
     return paths

@@ -23,7 +23,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from nlproar_jax.data.tokens import CLS, EOS, FIRST_ELIGIBLE, MASK, PAD, UNK
-from nlproar_jax.analysis.tables import format_roar_table, load_results, measure_tag, summarize
+from nlproar_jax.analysis.tables import format_roar_table, load_results, measure_tag, study_labels, study_of, summarize
 from nlproar_jax.names import Paths, display_names, settings_note
 
 HIGHLIGHT_RGB = (230, 85, 13)  # importance colour; alpha carries the score
@@ -135,14 +135,14 @@ def summary_html(summary: Sequence[dict]) -> str:
             "<th>relative</th><th>95% CI</th><th>absolute</th><th>95% CI</th></tr>")
     rows = []
     for r in summary:
-        cells = [html.escape(str(r[c])) for c in ("task", "measure_name", "strategy", "roar", "upto", "n_seeds")]
+        cells = [html.escape(str(r[c])) for c in ("study", "measure_name", "strategy", "roar", "upto", "n_seeds")]
         rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells)
                     + f'<td class="num">{_fmt(r["relative_mean"])}</td>'
                     + f'<td class="num">[{_fmt(r["relative_low"])}, {_fmt(r["relative_high"])}]</td>'
                     + f'<td class="num">{_fmt(r["absolute_mean"])}</td>'
                     + f'<td class="num">[{_fmt(r["absolute_low"])}, {_fmt(r["absolute_high"])}]</td></tr>')
-    notes = [f"{task}: {settings_note(sorted({r['measure_tag'] for r in summary if r['task'] == task}))}"
-             for task in sorted({r["task"] for r in summary})]
+    notes = [f"{study}: {settings_note(sorted({r['measure_tag'] for r in summary if r['study'] == study}))}"
+             for study in sorted({r["study"] for r in summary})]
     notes = [n for n in notes if not n.endswith(": ")]
     settings = (f'<p class="note">Settings: {html.escape("; ".join(notes))}.</p>' if notes else "")
     return f"<table>{head}{''.join(rows)}</table>{settings}"
@@ -161,17 +161,19 @@ def sample_examples(lengths: np.ndarray, n: int, *, seed: int = 0, max_tokens: i
 
 
 def _base_runs(results: Sequence[dict]) -> dict:
-    """``{task: (base result, {measure_tag: importance path relative to persistent_dir})}`` for the lowest
-    seed of each task whose base run finished."""
+    """``{study: (base result, {measure_tag: importance path relative to persistent_dir})}`` for the lowest
+    seed of each study (task, or task and model: :func:`~nlproar_jax.analysis.tables.study_labels`)
+    whose base run finished."""
+    labels = study_labels(results)
     out = {}
-    for base in sorted((r for r in results if r["k"] == 0), key=lambda r: (r["task"], r["seed"])):
-        if base["task"] in out:
+    for base in sorted((r for r in results if r["k"] == 0), key=lambda r: (study_of(r, labels), r["seed"])):
+        if study_of(base, labels) in out:
             continue
         files = {}
         for r in results:
             if r.get("reference_id") == base["experiment_id"] and r.get("importance_file"):
                 files.setdefault(measure_tag(r), r["importance_file"])
-        out[base["task"]] = (base, files)
+        out[study_of(base, labels)] = (base, files)
     return out
 
 
@@ -181,7 +183,8 @@ def _masked_runs(results: Sequence[dict], base: dict, root: str, per_measure: in
     chains: dict = {}
     paths = Paths(root)
     for r in results:
-        if (r["task"] == base["task"] and r["seed"] == base["seed"] and r.get("recursive")
+        if (r["task"] == base["task"] and r.get("model") == base.get("model") and r["seed"] == base["seed"]
+                and r.get("recursive")
                 and r["strategy"] == "quantile"):
             path = paths.masked_dataset(r["experiment_id"])
             if os.path.exists(path):

@@ -122,25 +122,49 @@ def _csv_value(value):
 
 
 # -- curves ----------------------------------------------------------------------------------
-CurveKey = tuple  # (task, measure_tag, strategy, recursive: bool)
+CurveKey = tuple  # (study, measure_tag, strategy, recursive: bool)
+
+
+def study_labels(results: Iterable[dict]) -> dict[tuple, str]:
+    """``{(task, model): label}``: what tables, plots and the report group runs by. A task trained with
+    one model is labelled by the task alone (``synthetic``); a task with runs of several models in the
+    same directory gets one label per model (``synthetic (rnn)``, ``synthetic (transformer)``), so curves
+    of different models never share a row, a line or an area."""
+    pairs = {(r["task"], r.get("model") or "rnn") for r in results}
+    models: dict = collections.defaultdict(set)
+    for task, model in pairs:
+        models[task].add(model)
+    return {(task, model): task if len(models[task]) == 1 else f"{task} ({model})" for task, model in pairs}
+
+
+def study_of(result: dict, labels: dict[tuple, str]) -> str:
+    """The :func:`study_labels` label of one result."""
+    return labels[(result["task"], result.get("model") or "rnn")]
+
+
+def study_file_stem(label: str) -> str:
+    """A label as a file-name part: ``synthetic (transformer)`` -> ``synthetic_transformer``."""
+    return label.replace(" (", "_").replace(")", "").replace(" ", "_")
 
 
 def seed_curves(results: Iterable[dict], *, random_as_recursive: bool = True
                 ) -> dict[CurveKey, dict[int, dict[int, float]]]:
-    """``{(task, measure_tag, strategy, recursive): {seed: {k: test metric}}}``.
+    """``{(study, measure_tag, strategy, recursive): {seed: {k: test metric}}}``; ``study`` is the
+    task, or the task and model where one directory holds several models of it (:func:`study_labels`).
 
-    Each seed's k = 0 base run is entered as k = 0 of every curve of its task and seed. With
+    Each seed's k = 0 base run is entered as k = 0 of every curve of its study and seed. With
     ``random_as_recursive`` random's classic curve also stands in as its recursive curve (random
     importance ignores the model), so recursive panels and summaries compare against it, as in the
     original.
     """
     results = list(results)
-    base = {(r["task"], r["seed"]): reported(r) for r in results if r["k"] == 0}
+    labels = study_labels(results)
+    base = {(study_of(r, labels), r["seed"]): reported(r) for r in results if r["k"] == 0}
     curves: dict = collections.defaultdict(lambda: collections.defaultdict(dict))
     for r in results:
         if r["k"] == 0:
             continue
-        curves[(r["task"], measure_tag(r), r["strategy"], bool(r["recursive"]))][r["seed"]][r["k"]] = reported(r)
+        curves[(study_of(r, labels), measure_tag(r), r["strategy"], bool(r["recursive"]))][r["seed"]][r["k"]] = reported(r)
     for (task, tag, strategy, recursive), per_seed in list(curves.items()):
         if random_as_recursive and tag == BASELINE and not recursive and (task, tag, strategy, True) not in curves:
             curves[(task, tag, strategy, True)] = per_seed
@@ -162,13 +186,15 @@ def mean_curve(per_seed: dict[int, dict[int, float]]) -> dict[int, MeanCI]:
 
 
 def format_roar_table(results: Iterable[dict]) -> str:
-    """A text table per task and strategy: one row per (measure tag, classic|recursive), the reported
-    test metric per k, mean over the seeds that have it (from :func:`seed_curves`)."""
+    """A text table per study (task, or task and model: :func:`study_labels`) and strategy: one row per
+    (measure tag, classic|recursive), the reported test metric per k, mean over the seeds that have it
+    (from :func:`seed_curves`)."""
     results = list(results)
     curves = seed_curves(results, random_as_recursive=False)
     if not curves:
         return "(no ROAR runs finished yet)"
-    metric = {r["task"]: r["reported_metric"] for r in results}
+    labels = study_labels(results)
+    metric = {study_of(r, labels): r["reported_metric"] for r in results}
     lines = []
     for task in sorted({key[0] for key in curves}):
         for strategy in STRATEGY_ORDER:
@@ -206,13 +232,15 @@ def summarize(results: Iterable[dict], *, upto: Sequence[Optional[int]] = (None,
     the point itself (low = mean = high), see :func:`nlproar_jax.analysis.faithfulness.mean_ci`.
     """
     results = list(results)
-    metric = {r["task"]: r["reported_metric"] for r in results}
+    labels = study_labels(results)
+    metric = {study_of(r, labels): r["reported_metric"] for r in results}
+    task_model = {label: pair for pair, label in labels.items()}
     curves = seed_curves(results)
     rows = []
-    for (task, tag, strategy, recursive), per_seed in curves.items():
+    for (study, tag, strategy, recursive), per_seed in curves.items():
         if tag == BASELINE:
             continue
-        baseline = curves.get((task, BASELINE, strategy, False), {})
+        baseline = curves.get((study, BASELINE, strategy, False), {})
         for limit in upto:
             per = {}
             for seed, curve in sorted(per_seed.items()):
@@ -225,8 +253,9 @@ def summarize(results: Iterable[dict], *, upto: Sequence[Optional[int]] = (None,
                     continue
             if not per:
                 continue
-            row = {"task": task, "measure_tag": tag, "measure": tag.split("-")[0], "strategy": strategy,
-                   "roar": "recursive" if recursive else "classic", "metric": metric[task],
+            row = {"task": task_model[study][0], "model": task_model[study][1], "study": study,
+                   "measure_tag": tag, "measure": tag.split("-")[0], "strategy": strategy,
+                   "roar": "recursive" if recursive else "classic", "metric": metric[study],
                    "upto": _number(limit if limit is not None else max(max(f.k) for f in per.values())),
                    "x_unit": "fraction of tokens" if strategy == "quantile" else "tokens",
                    "n_seeds": len(per), "seeds": sorted(per),
@@ -236,18 +265,19 @@ def summarize(results: Iterable[dict], *, upto: Sequence[Optional[int]] = (None,
                 row.update({f"{field}_mean": ci.mean, f"{field}_low": ci.low, f"{field}_high": ci.high})
                 row[f"{field}_per_seed"] = {int(s): getattr(f, field) for s, f in per.items()}
             rows.append(row)
-    rows.sort(key=lambda r: (r["task"], r["strategy"] != "quantile", r["roar"] != "recursive", r["measure_tag"],
+    rows.sort(key=lambda r: (r["study"], r["strategy"] != "quantile", r["roar"] != "recursive", r["measure_tag"],
                              r["upto"]))
     _name_rows(rows)
     return rows
 
 
 def _name_rows(rows: list[dict]) -> None:
-    """Fill ``measure_name``: the display name of each row's tag among its task's tags."""
-    for task in {r["task"] for r in rows}:
-        names = display_names(sorted(r["measure_tag"] for r in rows if r["task"] == task and r["measure_tag"]))
+    """Fill ``measure_name``: the display name of each row's tag among its study's (or task's) tags."""
+    group = lambda r: r.get("study", r["task"])  # noqa: E731
+    for g in {group(r) for r in rows}:
+        names = display_names(sorted(r["measure_tag"] for r in rows if group(r) == g and r["measure_tag"]))
         for r in rows:
-            if r["task"] == task:
+            if group(r) == g:
                 r["measure_name"] = names.get(r["measure_tag"], "")
 
 
@@ -256,7 +286,7 @@ def _number(x):
     return int(x) if float(x).is_integer() else x
 
 
-SUMMARY_COLUMNS = ("task", "measure", "measure_tag", "measure_name", "strategy", "roar", "metric", "upto", "x_unit", "n_seeds",
+SUMMARY_COLUMNS = ("task", "model", "measure", "measure_tag", "measure_name", "strategy", "roar", "metric", "upto", "x_unit", "n_seeds",
                    "seeds", "k", "relative_mean", "relative_low", "relative_high", "absolute_mean", "absolute_low",
                    "absolute_high", "maximum_mean", "maximum_low", "maximum_high")
 
@@ -266,18 +296,19 @@ def format_summary(rows: Sequence[dict]) -> str:
     if not rows:
         return "(no measure has both its curve and random's: nothing to summarise)"
     w = max(26, *(len(r["measure_name"]) + 2 for r in rows))
-    head = (f"{'task':<12}{'measure':<{w}}{'strategy':<10}{'roar':<11}{'upto':>5}{'seeds':>6}"
+    t = max(12, *(len(r["study"]) + 2 for r in rows))
+    head = (f"{'task':<{t}}{'measure':<{w}}{'strategy':<10}{'roar':<11}{'upto':>5}{'seeds':>6}"
             f"{'relative [95% CI]':>28}{'absolute [95% CI]':>28}")
     lines = [head, "-" * len(head)]
     for r in rows:
         rel = _ci_text(r["relative_mean"], r["relative_low"], r["relative_high"])
         ab = _ci_text(r["absolute_mean"], r["absolute_low"], r["absolute_high"])
-        lines.append(f"{r['task']:<12}{r['measure_name']:<{w}}{r['strategy']:<10}{r['roar']:<11}{r['upto']:>5}"
+        lines.append(f"{r['study']:<{t}}{r['measure_name']:<{w}}{r['strategy']:<10}{r['roar']:<11}{r['upto']:>5}"
                      f"{r['n_seeds']:>6}{rel:>28}{ab:>28}")
-    for task in sorted({r["task"] for r in rows}):
-        note = settings_note(sorted({r["measure_tag"] for r in rows if r["task"] == task}))
+    for study in sorted({r["study"] for r in rows}):
+        note = settings_note(sorted({r["measure_tag"] for r in rows if r["study"] == study}))
         if note:
-            lines.append(f"settings ({task}): {note}")
+            lines.append(f"settings ({study}): {note}")
     if all(r["n_seeds"] == 1 for r in rows):
         lines.append("one seed: no confidence interval (each [low, high] is the point itself)")
     return "\n".join(lines)
