@@ -16,7 +16,9 @@ Two paths compute the same outputs:
   BiLSTMs): the input projection ``P = e @ W`` is per token, so a perturbed input's projection is a
   row-wise select ``where(keep, P, P_mask)`` between the clean tokens' ``P`` (computed once) and the
   mask token's row ``P_mask = e_mask @ W`` (computed once): no embedding lookup or matmul per
-  sample, only the recurrence. The perturbed tokens still go to ``logits_from_projection`` (they
+  sample, only the recurrence. A model with ``logits_from_selection`` (the BiLSTMs) makes the
+  select inside its recurrence, step by step, so the perturbed projection ``[T, n B, K]`` is never
+  written to memory (:func:`nlproar_jax.models.bilstm.select_recurrence`). The perturbed tokens still go to ``logits_from_projection`` (they
   say where padding and specials are), and the auxiliary context is computed once.
 
 Samples are evaluated in chunks of ``chunk_size`` (a ``lax.scan`` over full chunks, then one
@@ -124,9 +126,13 @@ def masked_evaluator(model, tokens, target, aux_tokens=None, *, output: str = "l
         def logits(keep):
             n = keep.shape[0]
             keep_tm = jnp.moveaxis(keep, 2, 0)  # [T, n, B]
-            p = jnp.where(keep_tm[..., None], proj[:, None], proj_mask).reshape(length, n * batch, -1)
             tok = jnp.where(keep_tm, tokens_tm[:, None], mask_token).reshape(length, n * batch)
-            return model.logits_from_projection(p, tok, _tile(context, n))[0].reshape(n, batch, -1)
+            if hasattr(model, "logits_from_selection"):  # selects inside the recurrence
+                lg = model.logits_from_selection(proj, proj_mask, keep_tm, tok, _tile(context, n))[0]
+            else:
+                p = jnp.where(keep_tm[..., None], proj[:, None], proj_mask).reshape(length, n * batch, -1)
+                lg = model.logits_from_projection(p, tok, _tile(context, n))[0]
+            return lg.reshape(n, batch, -1)
     else:
         def logits(keep):
             n = keep.shape[0]

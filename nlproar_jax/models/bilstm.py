@@ -179,6 +179,17 @@ def _gates_to_activations(gates, hidden):
     return jnp.where(_g_columns(hidden), jnp.tanh(gates), jax.nn.sigmoid(gates))
 
 
+def _cell(u_t, b, h, c, w_hh, hidden):
+    """One step of both directions: ``u_t <f32>[2, B, 4H]`` input projections, ``b <f32>[2, 1, 4H]``,
+    ``h, c <f32>[2, B, H]``, ``w_hh <f32>[2, H, 4H]`` -> activations ``[2, B, 4H]``, the new cell,
+    its tanh and the new hidden state (each ``[2, B, H]``)."""
+    a = _gates_to_activations(u_t + b + jnp.einsum("dbh,dhg->dbg", h, w_hh), hidden)
+    i_, f_, g_, o_ = _split_gates(a, hidden)
+    c_new = f_ * c + i_ * g_
+    tc = jnp.tanh(c_new)
+    return a, c_new, tc, o_ * tc
+
+
 def _step_mask(m, s, r):
     """``<bool>[2, B, 1]``: real-token mask of the forward direction at ``s`` and the backward one at ``r``."""
     return jnp.stack([m[s], m[r]])[..., None]
@@ -210,11 +221,7 @@ def _forward_chunk(carry, uf, ub, b, m, w_hh, start, keep_residuals):
         u_t = jnp.stack([jax.lax.dynamic_index_in_dim(uf, i, keepdims=False),
                          jax.lax.dynamic_index_in_dim(ub, j, keepdims=False)])
         m_t = _step_mask(m, s, r)
-        a = _gates_to_activations(u_t + b + jnp.einsum("dbh,dhg->dbg", h, w_hh), hidden)
-        i_, f_, g_, o_ = _split_gates(a, hidden)
-        c_new = f_ * c + i_ * g_
-        tc = jnp.tanh(c_new)
-        h_new = o_ * tc
+        a, c_new, tc, h_new = _cell(u_t, b, h, c, w_hh, hidden)
         out = h_new * m_t
         ys = jax.lax.dynamic_update_slice(ys, out[0][None], (s, 0, 0))
         ys = jax.lax.dynamic_update_slice(ys, out[1][None], (r, 0, hidden))
@@ -346,6 +353,50 @@ def _recurrence_bwd(saved, cotangents):
 _recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
 
 
+def select_recurrence(proj, proj_mask, keep, bias, m, w_hh):
+    """Both LSTM directions over perturbed copies of one input projection, without building them
+    (the perturbation measures' path; forward only, no VJP).
+
+    Copy ``s`` of row ``b`` (recurrence row ``s * B + b``) has, at position ``t``, the projection
+    ``proj[t, b]`` where ``keep[t, s, b]``, else ``proj_mask``: each step selects its rows from
+    ``proj[t]`` inside the loop, so the ``[T, n B, 8H]`` perturbed projection is never written.
+    Equals :func:`_recurrence` on ``where(keep[..., None], proj[:, None], proj_mask)`` reshaped to
+    ``[T, n B, 8H]``.
+
+    Args:
+      proj: ``<f32>[T, B, 8H]``: the clean projection (no bias).
+      proj_mask: ``<f32>[8H]``: the replacement token's projection row.
+      keep: ``<bool>[T, n, B]``.
+      bias, w_hh: as :func:`_recurrence`.
+      m: ``<bool>[T, n B]``: real tokens of the copies.
+    Returns:
+      as :func:`_recurrence`, over the ``n B`` rows.
+    """
+    steps, batch, gates = proj.shape
+    hidden = gates // 8
+    rows = keep.shape[1] * batch
+    b = bias.reshape(2, 1, 4 * hidden)
+    proj_f, proj_b = proj[..., :4 * hidden], proj[..., 4 * hidden:]
+    mask_f, mask_b = proj_mask[:4 * hidden], proj_mask[4 * hidden:]
+
+    def step(state, s):
+        h, c, ys = state
+        r = steps - 1 - s
+        u_t = jnp.stack([jnp.where(keep[s][..., None], proj_f[s][None], mask_f).reshape(rows, 4 * hidden),
+                         jnp.where(keep[r][..., None], proj_b[r][None], mask_b).reshape(rows, 4 * hidden)])
+        m_t = _step_mask(m, s, r)
+        _, c_new, _, h_new = _cell(u_t, b, h, c, w_hh, hidden)
+        out = h_new * m_t
+        ys = jax.lax.dynamic_update_slice(ys, out[0][None], (s, 0, 0))
+        ys = jax.lax.dynamic_update_slice(ys, out[1][None], (r, 0, hidden))
+        return (jnp.where(m_t, h_new, h), jnp.where(m_t, c_new, c), ys), None
+
+    zeros = jnp.zeros((2, rows, hidden), proj.dtype)
+    (h_last, _, ys), _ = jax.lax.scan(step, (zeros, zeros, jnp.zeros((steps, rows, 2 * hidden), proj.dtype)),
+                                      jnp.arange(steps))
+    return ys, h_last
+
+
 def _chunk_projection(pieces, w_ih):
     """``project(j, h)`` for :func:`_forward`: chunk ``j`` reads ``pieces[j] @ W_f`` and
     ``pieces[C-1-j] @ W_b``. It depends on ``h``, the state entering the previous chunk's loop,
@@ -467,6 +518,24 @@ class BiLSTM(nnx.Module):
         h4 = 4 * self.hidden_size
         return self._final(*_recurrence(proj[..., :h4], proj[..., h4:], self.bias[...], jnp.asarray(mask),
                                         self.w_hh[...]))
+
+    def recur_selected(self, proj: jax.Array, proj_mask: jax.Array, keep: jax.Array,
+                       mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """:meth:`recur_time_major` on ``n`` perturbed copies of ``proj`` (see :func:`select_recurrence`).
+
+        Args:
+          proj: ``<f32>[seq_len, batch, 8H]``; proj_mask: ``<f32>[8H]``.
+          keep: ``<bool>[seq_len, n, batch]``: copy ``s`` keeps ``proj[t, b]`` at ``t``, else ``proj_mask``.
+          mask: ``<bool>[seq_len, n * batch]``: real tokens of the copies (row ``s * batch + b``).
+        Returns:
+          outputs ``<f32>[seq_len, n * batch, 2H]`` and final state ``<f32>[n * batch, 2H]``.
+        """
+        if self.impl == "scan":  # the reference: build the copies
+            steps, n, batch = keep.shape
+            p = jnp.where(keep[..., None], proj[:, None], proj_mask).reshape(steps, n * batch, -1)
+            return self.recur_time_major(p, mask)
+        return self._final(*select_recurrence(proj, proj_mask, keep, self.bias[...], jnp.asarray(mask),
+                                              self.w_hh[...]))
 
     def recur(self, proj: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
         """:meth:`recur_time_major` for batch-major ``proj <f32>[batch, seq_len, 8H]`` and

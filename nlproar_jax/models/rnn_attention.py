@@ -75,6 +75,15 @@ class _Base(nnx.Module):
         hs, _ = self.encoder.recur_time_major(proj, lstm_mask(tokens))  # [T, B, 2H]
         return self.logits_from_hidden(hs, tokens, context)
 
+    def logits_from_selection(self, proj, proj_mask, keep, tokens, context=None):
+        """The fast path on ``n`` perturbed copies of a batch, without building their projections
+        (:meth:`BiLSTM.recur_selected`): ``proj <f32>[T, B, 8H]``, ``proj_mask <f32>[8H]``, ``keep
+        <bool>[T, n, B]``, the copies' ``tokens <int32>[T, n * B]`` and their (tiled) context ->
+        ``(logits <f32>[n * B, C], attention <f32>[n * B, T])``; equals :meth:`logits_from_projection`
+        on ``where(keep, proj, proj_mask)``."""
+        hs, _ = self.encoder.recur_selected(proj, proj_mask, keep, lstm_mask(tokens))
+        return self.logits_from_hidden(hs, tokens, context)
+
     def logits_from_hidden(self, hs, tokens, query=None):
         """BiLSTM outputs ``hs <f32>[T, B, 2H]``, ``tokens <int32>[T, B]`` -> ``(logits, attention <f32>[B, T])``."""
         scores = self.attention_scores(hs, query)  # [T, B]
