@@ -130,7 +130,7 @@ def study_labels(results: Iterable[dict]) -> dict[tuple, str]:
     one model is labelled by the task alone (``synthetic``); a task with runs of several models in the
     same directory gets one label per model (``synthetic (rnn)``, ``synthetic (transformer)``), so curves
     of different models never share a row, a line or an area."""
-    pairs = {(r["task"], r.get("model") or "rnn") for r in results}
+    pairs = {_task_model(r) for r in results}
     models: dict = collections.defaultdict(set)
     for task, model in pairs:
         models[task].add(model)
@@ -139,7 +139,12 @@ def study_labels(results: Iterable[dict]) -> dict[tuple, str]:
 
 def study_of(result: dict, labels: dict[tuple, str]) -> str:
     """The :func:`study_labels` label of one result."""
-    return labels[(result["task"], result.get("model") or "rnn")]
+    return labels[_task_model(result)]
+
+
+def _task_model(result: dict) -> tuple[str, str]:
+    """``(task, model)``; results that predate ``model`` were the BiLSTM's (``rnn``)."""
+    return result["task"], result.get("model") or "rnn"
 
 
 def study_file_stem(label: str) -> str:

@@ -18,8 +18,9 @@ Two paths compute the same outputs:
   mask token's row ``P_mask = e_mask @ W`` (computed once): no embedding lookup or matmul per
   sample, only the recurrence. A model with ``logits_from_selection`` (the BiLSTMs) makes the
   select inside its recurrence, step by step, so the perturbed projection ``[T, n B, K]`` is never
-  written to memory (:func:`nlproar_jax.models.bilstm.select_recurrence`). The perturbed tokens still go to ``logits_from_projection`` (they
-  say where padding and specials are), and the auxiliary context is computed once.
+  written to memory (:func:`nlproar_jax.models.bilstm.select_recurrence`). The perturbed tokens
+  still go to the model (they say where padding and specials are), and the auxiliary context is
+  computed once.
 
 Samples are evaluated in chunks of ``chunk_size`` (a ``lax.scan`` over full chunks, then one
 remainder chunk): a chunk's ``n`` perturbations of the ``B`` rows form **one** batch of ``n * B``

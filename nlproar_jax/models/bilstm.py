@@ -199,41 +199,50 @@ def _split_gates(a, hidden):
     return a[..., :hidden], a[..., hidden:2 * hidden], a[..., 2 * hidden:3 * hidden], a[..., 3 * hidden:]
 
 
-def _forward_chunk(carry, uf, ub, b, m, w_hh, start, keep_residuals):
+def _read_chunk(uf, ub):
+    """The step inputs of one chunk's precomputed projections, for :func:`_forward_chunk`:
+    ``uf <f32>[n, B, 4H]``: forward input at step ``start+i`` is ``uf[i]``; ``ub <f32>[n, B, 4H]``:
+    backward input, in position order, so step ``start+i`` reads ``ub[n-1-i]``."""
+    n = uf.shape[0]
+
+    def read(i, s, r):
+        return jnp.stack([jax.lax.dynamic_index_in_dim(uf, i, keepdims=False),
+                          jax.lax.dynamic_index_in_dim(ub, n - 1 - i, keepdims=False)])
+    return read
+
+
+def _forward_chunk(carry, read, n, b, m, w_hh, start, keep_residuals):
     """Steps ``start .. start+n-1`` of both directions.
 
-    ``uf <f32>[n, B, 4H]``: forward input at step ``start+i`` is ``uf[i]``; ``ub <f32>[n, B, 4H]``:
-    backward input, in position order, so step ``start+i`` reads ``ub[n-1-i]``. ``carry = (h, c, ys)``
-    with ``h, c <f32>[2, B, H]`` and the whole output ``ys <f32>[T, B, 2H]``, written in place.
-    Residuals (stacked in step order, except ``h_prev_b`` in ``ub``'s position order): activations
-    ``[n, 2, B, 4H]``, previous cell ``[n, 2, B, H]``, tanh of the new cell ``[n, 2, B, H]``, previous
-    forward hidden ``[n, B, H]`` and previous backward hidden ``[n, B, H]``.
+    ``read(i, s, r) -> <f32>[2, B, 4H]``: the input projections (no bias) of step ``start+i``, which
+    runs the forward direction at position ``s`` and the backward one at ``r`` (:func:`_read_chunk`
+    for precomputed projections). ``carry = (h, c, ys)`` with ``h, c <f32>[2, B, H]`` and the whole
+    output ``ys <f32>[T, B, 2H]``, written in place. Residuals (stacked in step order, except
+    ``h_prev_b`` in position order): activations ``[n, 2, B, 4H]``, previous cell ``[n, 2, B, H]``,
+    tanh of the new cell ``[n, 2, B, H]``, previous forward hidden ``[n, B, H]`` and previous
+    backward hidden ``[n, B, H]``.
     """
-    n, batch, gates = uf.shape
-    hidden = gates // 4
+    h, c, ys = carry
+    _, batch, hidden = h.shape
     steps = m.shape[0]
 
     def step(state, i):
         h, c, ys, hpb = state
         s = start + i
         r = steps - 1 - s  # the backward direction's position
-        j = n - 1 - i      # ... and its index in ub
-        u_t = jnp.stack([jax.lax.dynamic_index_in_dim(uf, i, keepdims=False),
-                         jax.lax.dynamic_index_in_dim(ub, j, keepdims=False)])
         m_t = _step_mask(m, s, r)
-        a, c_new, tc, h_new = _cell(u_t, b, h, c, w_hh, hidden)
+        a, c_new, tc, h_new = _cell(read(i, s, r), b, h, c, w_hh, hidden)
         out = h_new * m_t
         ys = jax.lax.dynamic_update_slice(ys, out[0][None], (s, 0, 0))
         ys = jax.lax.dynamic_update_slice(ys, out[1][None], (r, 0, hidden))
         residuals = None
         if keep_residuals:
-            hpb = jax.lax.dynamic_update_slice(hpb, h[1][None], (j, 0, 0))
+            hpb = jax.lax.dynamic_update_slice(hpb, h[1][None], (n - 1 - i, 0, 0))
             residuals = (a, c, tc, h[0])
         # Padding: the state is carried unchanged (packed-sequence semantics).
         return (jnp.where(m_t, h_new, h), jnp.where(m_t, c_new, c), ys, hpb), residuals
 
-    h, c, ys = carry
-    hpb = jnp.zeros((n, batch, hidden), uf.dtype) if keep_residuals else jnp.zeros((), uf.dtype)
+    hpb = jnp.zeros((n, batch, hidden), ys.dtype) if keep_residuals else jnp.zeros((), ys.dtype)
     (h, c, ys, hpb), residuals = jax.lax.scan(step, (h, c, ys, hpb), jnp.arange(n))
     return (h, c, ys), (residuals + (hpb,) if keep_residuals else None)
 
@@ -242,7 +251,7 @@ def _forward(project, count, bias, m, w_hh, dtype, keep_residuals):
     """The forward loops of ``count`` time chunks (see :func:`_recurrence`).
 
     ``project(j, h) -> (uf_j, ub_j)`` gives chunk ``j``'s input projections (as
-    :func:`_forward_chunk` reads them); ``h <f32>[2, B, H]`` is the hidden state entering
+    :func:`_read_chunk` reads them); ``h <f32>[2, B, H]`` is the hidden state entering
     chunk ``j-1``'s loop, which chunk ``j``'s projection is called with, before that loop.
     Returns ``(ys, h_last)`` and the chunks' residuals.
     """
@@ -256,7 +265,7 @@ def _forward(project, count, bias, m, w_hh, dtype, keep_residuals):
     for j in range(count):
         if j + 1 < count:
             after = project(j + 1, carry[0])
-        carry, res = _forward_chunk(carry, uf, ub, b, m, w_hh, start, keep_residuals)
+        carry, res = _forward_chunk(carry, _read_chunk(uf, ub), uf.shape[0], b, m, w_hh, start, keep_residuals)
         residuals.append(res)
         start += uf.shape[0]
         if j + 1 < count:
@@ -375,25 +384,17 @@ def select_recurrence(proj, proj_mask, keep, bias, m, w_hh):
     steps, batch, gates = proj.shape
     hidden = gates // 8
     rows = keep.shape[1] * batch
-    b = bias.reshape(2, 1, 4 * hidden)
     proj_f, proj_b = proj[..., :4 * hidden], proj[..., 4 * hidden:]
     mask_f, mask_b = proj_mask[:4 * hidden], proj_mask[4 * hidden:]
 
-    def step(state, s):
-        h, c, ys = state
-        r = steps - 1 - s
-        u_t = jnp.stack([jnp.where(keep[s][..., None], proj_f[s][None], mask_f).reshape(rows, 4 * hidden),
-                         jnp.where(keep[r][..., None], proj_b[r][None], mask_b).reshape(rows, 4 * hidden)])
-        m_t = _step_mask(m, s, r)
-        _, c_new, _, h_new = _cell(u_t, b, h, c, w_hh, hidden)
-        out = h_new * m_t
-        ys = jax.lax.dynamic_update_slice(ys, out[0][None], (s, 0, 0))
-        ys = jax.lax.dynamic_update_slice(ys, out[1][None], (r, 0, hidden))
-        return (jnp.where(m_t, h_new, h), jnp.where(m_t, c_new, c), ys), None
+    def read(i, s, r):
+        return jnp.stack([jnp.where(keep[s][..., None], proj_f[s][None], mask_f).reshape(rows, 4 * hidden),
+                          jnp.where(keep[r][..., None], proj_b[r][None], mask_b).reshape(rows, 4 * hidden)])
 
     zeros = jnp.zeros((2, rows, hidden), proj.dtype)
-    (h_last, _, ys), _ = jax.lax.scan(step, (zeros, zeros, jnp.zeros((steps, rows, 2 * hidden), proj.dtype)),
-                                      jnp.arange(steps))
+    carry = (zeros, zeros, jnp.zeros((steps, rows, 2 * hidden), proj.dtype))
+    (h_last, _, ys), _ = _forward_chunk(carry, read, steps, bias.reshape(2, 1, 4 * hidden), m, w_hh, 0,
+                                        keep_residuals=False)
     return ys, h_last
 
 

@@ -44,6 +44,11 @@ time-major here, as a recurrence wants it:
     with ``logits_from_projection(swap(embed(tokens) @ W), swap(tokens), aux_context(aux))`` equal to
     ``logits_from_embeddings(embed(tokens), tokens, aux)`` (``swap``: batch <-> time axes).
 
+``logits_from_selection(proj, proj_mask <f32>[K], keep <bool>[T, n, B], tokens <int32>[T, n B],
+    context) -> (logits <f32>[n B, C], attention)`` (optional; the perturbation measures use it when
+    present) with the same result as ``logits_from_projection`` on the ``n`` copies
+    ``where(keep, proj, proj_mask)``, made without writing those copies.
+
 The generic path is the definition; the fast path must give the same scores
 (``tests/test_importance.py`` checks the BiLSTM models).
 """
