@@ -10,7 +10,7 @@ from flax import nnx
 
 from conftest import make_batch
 from nlproar_jax.models import build_model
-from nlproar_jax.models.bilstm import CHUNK_STEPS, chunk_sizes, default_chunks
+from nlproar_jax.models.bilstm import CHUNK_STEPS, _gates_to_activations, chunk_sizes, default_chunks
 from nlproar_jax.models.layers import attention_mask
 from nlproar_jax.names import LSTM_IMPLS
 
@@ -300,6 +300,16 @@ def test_chunk_sizes_are_symmetric_and_cover_every_step(steps, chunks):
     assert sum(sizes) == steps and min(sizes) >= 1
     assert sizes == sizes[::-1]  # chunk j's backward positions are chunk C-1-j's forward ones
     assert abs(len(sizes) - min(chunks, steps)) <= 1
+
+
+def test_one_tanh_gate_activations_equal_sigmoid_and_tanh():
+    """The chunked kernel's activations (one tanh per element) are sigmoid on i, f, o and tanh on g."""
+    hidden = 5
+    x = jnp.linspace(-40.0, 40.0, 7 * 4 * hidden).reshape(7, 4 * hidden)
+    got = _gates_to_activations(x, hidden)
+    i, f, g, o = jnp.split(x, 4, axis=-1)
+    want = jnp.concatenate([jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)], axis=-1)
+    np.testing.assert_allclose(got, want, rtol=0, atol=2e-7)
 
 
 def test_default_chunks_about_chunk_steps_per_chunk_on_every_backend():

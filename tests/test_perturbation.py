@@ -307,6 +307,31 @@ def test_projection_select_fast_path_equals_the_generic_path(paired, lstm_impl, 
                                        rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("paired", [False, True])
+def test_occlusion_reusing_the_clean_states_equals_every_copy_run_whole(paired, batch, paired_batch):
+    """The chunked kernel's leave-one-out recurrence (each removal's chains start from the clean
+    run's states; removals g and T-1-g paired) == the select path on the T + 1 copies == the
+    definition through the training path: odd and even lengths (the middle pair of an odd T
+    removes one position twice), chunks that do not divide the pairs, logit and probability."""
+    model, b = tiny_model(paired, "chunked"), (paired_batch if paired else batch)
+    for pad in (0, 1):  # T = 6 and 7
+        bb = b._replace(tokens=np.pad(b.tokens, ((0, 0), (0, pad))))
+        for output in OUTPUTS:
+            whole = call(Occlusion(output=output, signed=True, reuse_states=False), model, bb)
+            for chunk in (None, 0, 2):
+                got = call(Occlusion(output=output, signed=True, chunk_size=chunk), model, bb)
+                np.testing.assert_allclose(got, whole, rtol=1e-5, atol=1e-6)
+        got = call(Occlusion(signed=True), model, bb)
+        for i, row in enumerate(bb.tokens):  # the definition, row by row (logit)
+            aux = None if bb.aux_tokens is None else bb.aux_tokens[i:i + 1]
+            clean = target_output(model, row[None], aux, bb.labels[i:i + 1])[0]
+            for t in np.flatnonzero(row >= MASK_ID):
+                masked = row.copy()
+                masked[t] = MASK_ID
+                expected = clean - target_output(model, masked[None], aux, bb.labels[i:i + 1])[0]
+                assert got[i, t] == pytest.approx(expected, rel=1e-4, abs=1e-6)
+
+
 @pytest.mark.parametrize("name, model_name", [("occlusion", "single"), ("occlusion", "paired"), ("lime", "linear"),
                                               ("kernel_shap", "linear")])
 def test_batched_equals_per_example_and_padding_never_changes_a_score(name, model_name, batch, paired_batch,

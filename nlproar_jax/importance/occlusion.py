@@ -11,10 +11,14 @@ from nlproar_jax.importance.perturbation import (
     PerturbationMeasure,
     check_chunk_size,
     check_output,
+    mask_projection,
     masked_evaluator,
     resolve_chunk,
     scan_chunks,
+    target_output,
 )
+from nlproar_jax.importance.gradients import projection
+from nlproar_jax.models.protocol import has_fast_path
 
 
 @measure_dataclass
@@ -32,9 +36,13 @@ class Occlusion(PerturbationMeasure):
     ``t`` removed for each ``t``) are the samples of the masked forward pass
     (:mod:`.perturbation`), so each row costs exactly ``T + 1`` model evaluations (non-maskable
     positions included: static shapes), in chunks of ``chunk_size`` samples (None = auto,
-    0 = all). On the BiLSTMs the perturbed projection is a select (``fast_path``). Equals Captum's
-    ``Occlusion`` with a window of one token, stride one and the [MASK] id as baseline, restricted to
-    maskable positions. Deterministic: ``key`` is not used.
+    0 = all). On the BiLSTMs the perturbed projection is a select (``fast_path``), and with
+    ``reuse_states`` (the default) the models that offer ``logits_leave_one_out`` (the chunked
+    BiLSTM kernel) reuse the clean run's states around each removed position: the same ``T + 1``
+    outputs from about half the recurrence steps (:func:`nlproar_jax.models.bilstm.leave_one_out_recurrence`;
+    ``chunk_size`` then counts pairs of removals). Equals Captum's ``Occlusion`` with a window of
+    one token, stride one and the [MASK] id as baseline, restricted to maskable positions.
+    Deterministic: ``key`` is not used.
     """
 
     name: ClassVar[str] = "occlusion"
@@ -42,6 +50,7 @@ class Occlusion(PerturbationMeasure):
     signed: bool = False
     chunk_size: Optional[int] = None
     fast_path: bool = True
+    reuse_states: bool = True
     precision: Optional[str] = DEFAULT_PRECISION
 
     def __post_init__(self):
@@ -61,9 +70,33 @@ class Occlusion(PerturbationMeasure):
         del keys
         batch, length = tokens.shape
         maskable = model.maskable(tokens)
+        if self.fast_path and self.reuse_states and has_fast_path(model) and hasattr(model, "logits_leave_one_out"):
+            clean, removed = self._leave_one_out(model, tokens, target, aux_tokens)
+            s = jnp.where(maskable, clean[:, None] - removed.T, 0.0)
+            return s if self.signed else jnp.abs(s)
         evaluate = masked_evaluator(model, tokens, target, aux_tokens, output=self.output, fast_path=self.fast_path)
         samples = length + 1
         chunk = resolve_chunk(self.chunk_size, samples, batch, length)
         _, out = scan_chunks(lambda idx: ((), evaluate(self.keep_masks(idx, maskable))), samples, chunk, ())
         s = jnp.where(maskable, out[0][:, None] - out[1:].T, 0.0)
         return s if self.signed else jnp.abs(s)
+
+    def _leave_one_out(self, model, tokens, target, aux_tokens):
+        """``(clean <f32>[B], removed <f32>[T, B])`` through ``model.logits_leave_one_out``: pairs
+        ``(g, T-1-g)`` of removals, ``ceil(T / 2)`` pairs in chunks of ``chunk_size`` pairs."""
+        batch, length = tokens.shape
+        tokens_tm, proj, context = projection(model, tokens, aux_tokens)
+        proj_mask = mask_projection(model, tokens.dtype)
+        clean_run = model.clean_states(proj, tokens_tm)
+        clean = target_output(model.logits_from_projection(proj, tokens_tm, context)[0], target, self.output)
+        pairs = (length + 1) // 2
+        chunk = resolve_chunk(self.chunk_size, pairs, batch, length)
+
+        def fn(groups):
+            lg = model.logits_leave_one_out(proj, proj_mask, tokens_tm, context, clean_run, groups)  # [2, G, B, C]
+            return (), jnp.swapaxes(target_output(lg, target, self.output), 0, 1)  # [G, 2, B]
+
+        _, out = scan_chunks(fn, pairs, chunk, ())  # [pairs, 2, B]
+        # Removal t < pairs is out[t, 0]; t >= pairs is out[T-1-t, 1] (the middle one, odd T, is both).
+        removed = jnp.concatenate([out[:, 0], out[::-1, 1][2 * pairs - length:]])
+        return clean, removed

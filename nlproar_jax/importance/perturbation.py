@@ -122,7 +122,7 @@ def masked_evaluator(model, tokens, target, aux_tokens=None, *, output: str = "l
 
     if fast_path and has_fast_path(model):
         tokens_tm, proj, context = projection(model, tokens, aux_tokens)  # [T, B], [T, B, K]
-        proj_mask = (model.embed(jnp.full((1, 1), mask_token)) @ model.input_weights())[0, 0]  # [K]
+        proj_mask = mask_projection(model, tokens.dtype)
 
         def logits(keep):
             n = keep.shape[0]
@@ -141,11 +141,22 @@ def masked_evaluator(model, tokens, target, aux_tokens=None, *, output: str = "l
             return forward(model, tok, _tile(aux_tokens, n))[0].reshape(n, batch, -1)
 
     def evaluate(keep):
-        lg = logits(keep)
-        if output == "probability":
-            lg = jax.nn.softmax(lg, axis=-1)
-        return jnp.take_along_axis(lg, jnp.broadcast_to(target[None, :, None], lg.shape[:2] + (1,)), axis=-1)[..., 0]
+        return target_output(logits(keep), target, output)
     return evaluate
+
+
+def mask_projection(model, dtype=jnp.int32) -> jax.Array:
+    """``<f32>[K]``: the mask token's row of the fast path's input projection."""
+    return (model.embed(jnp.full((1, 1), model.mask_token, dtype)) @ model.input_weights())[0, 0]
+
+
+def target_output(logits: jax.Array, target: jax.Array, output: str) -> jax.Array:
+    """``logits <f32>[..., B, C]``, ``target <int32>[B]`` -> ``<f32>[..., B]``: the target's logit or
+    softmax probability."""
+    if output == "probability":
+        logits = jax.nn.softmax(logits, axis=-1)
+    index = jnp.broadcast_to(target[:, None], logits.shape[:-1] + (1,))
+    return jnp.take_along_axis(logits, index, axis=-1)[..., 0]
 
 
 def masked_outputs(model, tokens, target, keep, aux_tokens=None, *, output: str = "logit",

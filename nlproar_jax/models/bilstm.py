@@ -174,9 +174,12 @@ def _g_columns(hidden):
 
 def _gates_to_activations(gates, hidden):
     """``<f32>[..., 4H]`` pre-activations -> ``i, f, g, o`` activations in one array: sigmoid on
-    i, f, o and tanh on g. Both functions are evaluated on the whole row and selected, which XLA's
-    CPU emitter vectorises far better than four column slices (benchmarks/RESULTS.md)."""
-    return jnp.where(_g_columns(hidden), jnp.tanh(gates), jax.nn.sigmoid(gates))
+    i, f, o and tanh on g, as one tanh over the whole row: ``sigmoid(x) = tanh(x / 2) / 2 + 1/2``,
+    so ``a = tanh(x * s) * s + (1 - s)`` with ``s = 1`` on g's columns and ``1/2`` elsewhere. One
+    transcendental per element, whole rows (which XLA's CPU emitter vectorises far better than four
+    column slices); equal to sigmoid / tanh to float32 rounding (``tests/test_models.py``)."""
+    s = jnp.where(_g_columns(hidden), 1.0, 0.5).astype(gates.dtype)
+    return jnp.tanh(gates * s) * s + (1 - s)
 
 
 def _cell(u_t, b, h, c, w_hh, hidden):
@@ -384,18 +387,103 @@ def select_recurrence(proj, proj_mask, keep, bias, m, w_hh):
     steps, batch, gates = proj.shape
     hidden = gates // 8
     rows = keep.shape[1] * batch
-    proj_f, proj_b = proj[..., :4 * hidden], proj[..., 4 * hidden:]
-    mask_f, mask_b = proj_mask[:4 * hidden], proj_mask[4 * hidden:]
+    # In step order (step s: forward at s, backward at T-1-s), so a step's input is one select of
+    # one [2, n, B] slice, which XLA fuses into the gate computation (no stacked copy per step).
+    proj_steps = jnp.stack([proj[..., :4 * hidden], proj[::-1, :, 4 * hidden:]], axis=1)  # [T, 2, B, 4H]
+    keep_steps = jnp.stack([keep, keep[::-1]], axis=1)  # [T, 2, n, B]
+    mask_d = proj_mask.reshape(2, 1, 1, 4 * hidden)
 
     def read(i, s, r):
-        return jnp.stack([jnp.where(keep[s][..., None], proj_f[s][None], mask_f).reshape(rows, 4 * hidden),
-                          jnp.where(keep[r][..., None], proj_b[r][None], mask_b).reshape(rows, 4 * hidden)])
+        return jnp.where(keep_steps[s][..., None], proj_steps[s][:, None], mask_d).reshape(2, rows, 4 * hidden)
 
     zeros = jnp.zeros((2, rows, hidden), proj.dtype)
     carry = (zeros, zeros, jnp.zeros((steps, rows, 2 * hidden), proj.dtype))
     (h_last, _, ys), _ = _forward_chunk(carry, read, steps, bias.reshape(2, 1, 4 * hidden), m, w_hh, 0,
                                         keep_residuals=False)
     return ys, h_last
+
+
+def clean_states(proj, bias, m, w_hh):
+    """The clean run of :func:`_recurrence` with the state entering every position, for
+    :func:`leave_one_out_recurrence`.
+
+    Args: as :func:`_recurrence`, with ``proj <f32>[T, B, 8H]`` whole.
+    Returns:
+      ``ys <f32>[T, B, 2H]``, and ``h_in, c_in <f32>[2, T, B, H]``: the hidden and cell state each
+      direction carries into position ``t`` (forward: after ``t-1``; backward: after ``t+1``; zero
+      before the first real step; carried across padding as the recurrence does).
+    """
+    hidden = w_hh.shape[1]
+    uf, ub = proj[..., :4 * hidden], proj[..., 4 * hidden:]
+    (ys, _), (res,) = _forward(lambda j, h: (uf, ub), 1, bias, m, w_hh, proj.dtype, keep_residuals=True)
+    _, c_prev, _, h_prev_f, h_prev_b = res  # step order, except h_prev_b (position order)
+    return ys, jnp.stack([h_prev_f, h_prev_b]), jnp.stack([c_prev[:, 0], c_prev[::-1, 1]])
+
+
+def leave_one_out_recurrence(proj, proj_mask, removable, bias, m, w_hh, clean, groups):
+    """Both LSTM directions on copies of one input with a single position removed, reusing the
+    clean run: about half the steps of :func:`select_recurrence` on the same copies (forward only).
+
+    Removing position ``t`` leaves the forward states before ``t`` and the backward states after
+    ``t`` as they were, so the copy needs the forward direction from ``t`` to ``T-1`` (``T - t``
+    steps, from the clean state entering ``t``) and the backward one from ``t`` down to 0 (``t + 1``
+    steps). Group ``g`` pairs the removals at ``g`` and ``T-1-g``: each direction runs the chain of
+    one and then the other, ``T + 1`` steps in all, so ``G`` groups cover ``2 G`` removals in
+    ``T + 1`` steps of ``G B`` rows (:func:`select_recurrence`: ``T`` steps of ``2 G B`` rows). A
+    chain's first step is the removed position, where the input is ``proj_mask`` if ``removable``;
+    outputs outside the chains are the clean run's. (A variant in which every row of a step reads
+    the same position, chunks of ``k`` consecutive removals and their mirror images in ``T + k``
+    steps, measured a quarter slower on XLA:CPU: benchmarks/RESULTS.md.)
+
+    Args:
+      proj: ``<f32>[T, B, 8H]``: the clean projection (no bias); proj_mask: ``<f32>[8H]``.
+      removable: ``<bool>[T, B]``: where removing changes the input (elsewhere a copy is the clean input).
+      bias, m, w_hh: as :func:`_recurrence`.
+      clean: :func:`clean_states` of the same ``proj``.
+      groups: ``<int32>[G]``, each in ``[0, T)``.
+    Returns:
+      ``ys <f32>[T, 2, G, B, 2H]``: ``[:, 0, j]`` the copy with position ``groups[j]`` removed,
+      ``[:, 1, j]`` with ``T - 1 - groups[j]`` removed.
+    """
+    steps, batch, gates = proj.shape
+    hidden = gates // 8
+    ys_clean, h_in, c_in = clean
+    count = groups.shape[0]
+    rows = count * batch
+    proj_d = jnp.stack([proj[..., :4 * hidden], proj[..., 4 * hidden:]])  # [2, T, B, 4H]
+    mask_d = proj_mask.reshape(2, 1, 1, 4 * hidden)
+    direction = jnp.arange(2)[:, None]
+
+    def step(state, i):
+        h, c = state  # [2, G B, H]
+        # Forward: chain of g (positions g .. T-1), then of T-1-g (T-1-g .. T-1), from step T-g.
+        # Backward: chain of g (g .. 0), then of T-1-g (T-1-g .. 0), from step g+1.
+        pos = jnp.stack([jnp.where(i < steps - groups, groups + i, i - 1),
+                         jnp.where(i <= groups, groups - i, steps - i)])  # [2, G]
+        first = jnp.stack([(i == 0) | (i == steps - groups), (i == 0) | (i == groups + 1)])[..., None]  # [2, G, 1]
+        u = jnp.where((first & removable[pos])[..., None], mask_d, proj_d[direction, pos])  # [2, G, B, 4H]
+        h = jnp.where(first[..., None], h_in[direction, pos], h.reshape(2, count, batch, hidden)).reshape(2, rows, hidden)
+        c = jnp.where(first[..., None], c_in[direction, pos], c.reshape(2, count, batch, hidden)).reshape(2, rows, hidden)
+        m_t = m[pos].reshape(2, rows, 1)
+        _, c_new, _, h_new = _cell(u.reshape(2, rows, 4 * hidden), bias.reshape(2, 1, 4 * hidden), h, c, w_hh, hidden)
+        return (jnp.where(m_t, h_new, h), jnp.where(m_t, c_new, c)), (h_new * m_t).reshape(2, count, batch, hidden)
+
+    zeros = jnp.zeros((2, rows, hidden), proj.dtype)
+    _, outs = jax.lax.scan(step, (zeros, zeros), jnp.arange(steps + 1))  # [T+1, 2, G, B, H], step order
+
+    p, g = jnp.arange(steps)[:, None], groups[None]  # [T, 1], [1, G]
+
+    def chain(out, index, inside, clean_half):
+        """Position order: the chain's output at step ``index [T, G]`` where ``inside``, else clean."""
+        got = jnp.take_along_axis(out, jnp.clip(index, 0, steps)[..., None, None], axis=0)  # [T, G, B, H]
+        return jnp.where(inside[..., None, None], got, clean_half[:, None])
+
+    f, b = outs[:, 0], outs[:, 1]
+    cf, cb = ys_clean[..., :hidden], ys_clean[..., hidden:]
+    q = steps - 1 - g
+    first_copy = jnp.concatenate([chain(f, p - g, p >= g, cf), chain(b, g - p, p <= g, cb)], axis=-1)
+    second_copy = jnp.concatenate([chain(f, p + 1, p >= q, cf), chain(b, steps - p, p <= q, cb)], axis=-1)
+    return jnp.stack([first_copy, second_copy], axis=1)
 
 
 def _chunk_projection(pieces, w_ih):
@@ -537,6 +625,33 @@ class BiLSTM(nnx.Module):
             return self.recur_time_major(p, mask)
         return self._final(*select_recurrence(proj, proj_mask, keep, self.bias[...], jnp.asarray(mask),
                                               self.w_hh[...]))
+
+    def clean_states(self, proj: jax.Array, mask: jax.Array):
+        """What :meth:`recur_leave_one_out` reuses of the clean run (:func:`clean_states`; None for
+        the scan reference, which builds every copy). ``proj <f32>[T, B, 8H]``, ``mask <bool>[T, B]``."""
+        if self.impl == "scan":
+            return None
+        return clean_states(proj, self.bias[...], jnp.asarray(mask), self.w_hh[...])
+
+    def recur_leave_one_out(self, proj: jax.Array, proj_mask: jax.Array, removable: jax.Array, mask: jax.Array,
+                            clean, groups: jax.Array) -> jax.Array:
+        """Outputs of the copies of ``proj`` with one position removed (:func:`leave_one_out_recurrence`).
+
+        Args:
+          proj: ``<f32>[T, B, 8H]``; proj_mask: ``<f32>[8H]``; removable, mask: ``<bool>[T, B]``.
+          clean: :meth:`clean_states`; groups: ``<int32>[G]``.
+        Returns:
+          ``<f32>[T, 2, G, B, 2H]``: ``[:, 0, j]`` without position ``groups[j]``, ``[:, 1, j]``
+          without ``T - 1 - groups[j]``.
+        """
+        if self.impl == "scan":  # the reference: the copies through recur_selected
+            steps, batch = mask.shape
+            removed = jnp.stack([groups, steps - 1 - groups])  # [2, G]
+            keep = ~((jnp.arange(steps)[:, None, None] == removed[None]).reshape(steps, -1, 1) & removable[:, None])
+            hs, _ = self.recur_selected(proj, proj_mask, keep, jnp.tile(mask, (1, keep.shape[1])))
+            return hs.reshape(steps, 2, groups.shape[0], batch, -1)
+        return leave_one_out_recurrence(proj, proj_mask, removable, self.bias[...], jnp.asarray(mask),
+                                        self.w_hh[...], clean, groups)
 
     def recur(self, proj: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
         """:meth:`recur_time_major` for batch-major ``proj <f32>[batch, seq_len, 8H]`` and

@@ -49,6 +49,12 @@ time-major here, as a recurrence wants it:
     present) with the same result as ``logits_from_projection`` on the ``n`` copies
     ``where(keep, proj, proj_mask)``, made without writing those copies.
 
+``clean_states(proj, tokens) -> clean`` and ``logits_leave_one_out(proj, proj_mask, tokens, context,
+    clean, groups <int32>[G]) -> logits <f32>[2, G, B, C]`` (optional, occlusion uses them when
+    present): the copies with the one position ``groups[j]`` (``[0, j]``) or ``T - 1 - groups[j]``
+    (``[1, j]``) replaced by the mask token where maskable, equal to ``logits_from_selection`` on
+    those copies; a recurrence reuses the clean run's states around the removed position.
+
 The generic path is the definition; the fast path must give the same scores
 (``tests/test_importance.py`` checks the BiLSTM models).
 """
