@@ -150,9 +150,9 @@ def test_minilm_protocol_maskable_and_builder(minilm, minilm_dir):
     data = types.SimpleNamespace(name="sst", vocab=types.SimpleNamespace(words=("[PAD]", "[CLS]", "[EOS]")),
                                  num_classes=2)
     with pytest.raises(ValueError, match="tokenizer"):
-        bert.from_config({"pretrained_dir": str(minilm_dir)}, data, 0)
+        bert.from_config({"bert_dir": str(minilm_dir)}, data, 0)
     data.vocab.words = tuple(tokenizer.convert_ids_to_tokens(list(range(len(tokenizer)))))
-    built = bert.from_config({"pretrained_dir": str(minilm_dir)}, data, 0)
+    built = bert.from_config({"bert_dir": str(minilm_dir)}, data, 0)
     assert built.num_labels == 2 and built.mask_token == 103
 
 

@@ -16,7 +16,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from nlproar_jax.data.tokens import Vocabulary
+from nlproar_jax.data.tokens import PretrainedVocabulary, Vocabulary
 
 SPLITS = ("train", "val", "test")
 
@@ -148,6 +148,8 @@ class TaskData:
                 arrays[f"{name}/aux/offsets"] = split.aux.offsets
         meta = {"name": self.name, "words": list(self.vocab.words),
                 "label_names": list(self.label_names), "notes": list(self.notes)}
+        if isinstance(self.vocab, PretrainedVocabulary):
+            meta["tokenizer"] = self.vocab.source
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
         atomic_save_npz(path, arrays)
 
@@ -162,8 +164,9 @@ class TaskData:
                     aux = Ragged(z[f"{name}/aux/values"], z[f"{name}/aux/offsets"])
                 splits[name] = Split(Ragged(z[f"{name}/main/values"], z[f"{name}/main/offsets"]),
                                      z[f"{name}/labels"], aux)
-        return cls(meta["name"], Vocabulary(tuple(meta["words"])), tuple(meta["label_names"]),
-                   splits, tuple(meta["notes"]))
+        words = tuple(meta["words"])
+        vocab = PretrainedVocabulary(words, meta["tokenizer"]) if "tokenizer" in meta else Vocabulary(words)
+        return cls(meta["name"], vocab, tuple(meta["label_names"]), splits, tuple(meta["notes"]))
 
 
 def atomic_save_npz(path: str, arrays: dict[str, np.ndarray]) -> None:

@@ -62,3 +62,24 @@ class Vocabulary:
 
     def decode(self, ids: Iterable[int]) -> list[str]:
         return [self.words[int(i)] for i in ids]
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainedVocabulary(Vocabulary):
+    """A pretrained tokenizer's vocabulary: ``words[i]`` is the word piece with (data) id ``i``.
+
+    Tasks encoded for a pretrained transformer (:mod:`nlproar_jax.data.pretrained`) use the
+    tokenizer's ids, not the fixed specials above: which ids are padding, [CLS]/[SEP] and the mask
+    belongs to the model (``maskable``, ``mask_token``). ``source`` identifies the tokenizer (and the
+    encoding rules): :func:`nlproar_jax.data.pretrained.tokenizer_identity`.
+    """
+
+    source: str = ""
+
+    def __post_init__(self):
+        if not self.source:
+            raise ValueError("a PretrainedVocabulary needs its tokenizer's identity (source)")
+
+    def encode(self, tokens: Sequence[str]) -> np.ndarray:
+        raise TypeError(f"a pretrained vocabulary ({self.source}) encodes with its tokenizer "
+                        "(nlproar_jax.data.pretrained.encode_task), not word by word")

