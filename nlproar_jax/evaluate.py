@@ -8,8 +8,10 @@ k = 0 base model itself, on ``config.evaluation.split`` (the test split by defau
 * erasure faithfulness (:mod:`nlproar_jax.evaluation.erasure`): comprehensiveness and sufficiency
   per bin and their AOPC, decision flips, under ``config.evaluation``'s removal, target and bins;
 * plausibility (:mod:`nlproar_jax.evaluation.plausibility`) where the task has gold rationales
-  (:data:`GOLD_RATIONALES`: the synthetic task's signal words): AUPRC, MAP, top-k precision, recall
-  and F1 with k = each row's number of gold tokens, Spearman. Other tasks get the erasure metrics only.
+  (:data:`GOLD_RATIONALES`: the synthetic task's signal words; SST's words whose treebank label is
+  polar in the sentence's direction; bAbI's supporting statements, both read from the data files under
+  ``config.data_dir``): AUPRC, MAP, top-k precision, recall and F1 with k = each row's number of gold
+  tokens, Spearman. Other tasks get the erasure metrics only.
 
 The grid is ``config.grid.seeds`` x ``config.grid.measures``. The scores are the importance files
 ROAR's classic runs mask by (:func:`~nlproar_jax.roar.references.reference_importance`: computed and
@@ -17,7 +19,8 @@ cached here where the sweep has not, DiffMask fitted first), so both benchmarks 
 scores. One JSON per (base run, measure) goes to ``<persistent_dir>/erasure/<base id>_y-<measure
 tag>.json`` (:meth:`~nlproar_jax.names.Paths.erasure`; non-default split, removal, target or bins add
 a suffix, so settings never overwrite each other). A file already there is skipped: a rerun is
-instant and an interrupted one resumes. Then the table (one row per measure, mean over seeds:
+instant and an interrupted one resumes (a file without plausibility, for a task that has gold rationales
+now, is evaluated again). Then the table (one row per measure, mean over seeds:
 :func:`~nlproar_jax.analysis.tables.format_erasure_table`) is printed and ``export/erasure.csv``
 written (one row per file; ``python -m nlproar_jax.results`` writes it too).
 """
@@ -112,8 +115,30 @@ def synthetic_gold(config, data, split_name: str):
     return gold
 
 
+def _file_gold(config, data, split_name: str):
+    from nlproar_jax.evaluation.plausibility import file_rationales
+
+    return file_rationales(config.task, split_name, config.data_dir, encoded=data.splits[split_name],
+                           vocab=data.vocab, **config.dataset.to_dict())
+
+
+def sst_gold(config, data, split_name: str):
+    """SST's gold rationales of ``split_name`` (the words whose treebank label is polar in the sentence's
+    direction: :func:`nlproar_jax.data.sst.gold_rationales`), read from the tree files under
+    ``config.data_dir`` and checked against the encoded split: same rows, same tokens."""
+    return _file_gold(config, data, split_name)
+
+
+def babi_gold(config, data, split_name: str):
+    """bAbI's gold rationales of ``split_name`` (every word of the supporting statements:
+    :func:`nlproar_jax.data.babi.gold_rationales`), read from the task files under ``config.data_dir``
+    and checked against the encoded split: same rows, same tokens."""
+    return _file_gold(config, data, split_name)
+
+
 # task -> (config, TaskData, split name) -> gold rationales (Ragged bool aligned with split.main)
-GOLD_RATIONALES: dict[str, Callable] = {"synthetic": synthetic_gold}
+GOLD_RATIONALES: dict[str, Callable] = {"synthetic": synthetic_gold, "sst": sst_gold, "babi-1": babi_gold,
+                                        "babi-2": babi_gold, "babi-3": babi_gold}
 
 
 def eligible_positions(model, split):
@@ -207,7 +232,10 @@ def evaluate_grid(config, *, base_data=None) -> list[dict]:
     for i, (base, exp) in enumerate(jobs):
         path = paths.erasure(base, exp.measure_tag, tag)
         if os.path.exists(path):
-            out[i] = _load(path)
+            done = _load(path)
+            # written before the task had gold rationales (SST, bAbI): evaluated again, plausibility added
+            if done.get("plausibility") is not None or base.task not in GOLD_RATIONALES:
+                out[i] = done
     todo = [i for i in range(len(jobs)) if i not in out]
     if len(out):
         log.info("%d of %d evaluations already done (%s)", len(out), len(jobs), paths.erasure_dir)
@@ -259,7 +287,7 @@ def main(argv) -> None:
     config = config_from_flags()
     try:
         evaluations = evaluate_grid(config)
-    except (MissingReferenceError, ValueError) as e:
+    except (MissingReferenceError, ValueError, FileNotFoundError) as e:
         log.error("%s", e)
         sys.exit(2)
     print(format_erasure_table(evaluations, config.evaluation.aopc))

@@ -103,6 +103,21 @@ def test_a_rerun_skips_and_exports(evaluated):
     assert {"aopc_comprehensiveness", "auprc", "erasure_comprehensiveness@1", "plausibility_map"} <= set(rows[0])
 
 
+def test_a_file_without_plausibility_is_evaluated_again(evaluated):
+    """A file written before its task had gold rationales (SST and bAbI got theirs later) is redone."""
+    from nlproar_jax.evaluate import evaluate_grid
+
+    config, _, evaluations = evaluated
+    path = os.path.join(config.persistent_dir, "erasure", "synthetic_rnn_s-0_y-random.json")
+    with open(path) as f:
+        old = json.load(f)
+    with open(path, "w") as f:
+        json.dump({**old, "plausibility": None}, f)
+    again = evaluate_grid(config)
+    assert again[0]["plausibility"] == old["plausibility"] and again[0]["metrics"] == old["metrics"]
+    assert again[0]["importance_cached"] is True and again[1:] == evaluations[1:]
+
+
 def test_command_line_rerun_prints_the_table(evaluated):
     config, _, _ = evaluated
     args = [f"--config.{k}={v}" for k, v in OVERRIDES.items()]

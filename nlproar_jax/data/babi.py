@@ -20,7 +20,10 @@ official test file. en-10k: **8,500 / 1,500 / 1,000**; en: 850 / 150 / 1,000.
 
 The supporting-fact ids are kept: :func:`supporting_facts` returns, for every example of
 each split (same order as :func:`load_task`), the token positions of its supporting
-statements in the main sequence: the ground truth for importance.
+statements in the main sequence: the ground truth for importance. :func:`gold_rationales`
+gives the same as a ``<bool>`` mask per example, beside the tokens: every word of a supporting
+statement is a rationale token; the ``"."`` tokens that separate statements, the other
+statements and the question (the auxiliary sequence) are not.
 
 Data gap here: ``../shared/data`` lacks the en-10k task-3 training file; loading it
 raises an error that suggests ``variant="en"``.
@@ -157,6 +160,24 @@ def supporting_facts(task: int, data_dir: str | None, *, variant: str = "en-10k"
     (0-based, before [CLS]) of the supporting statements."""
     return {name: [statement_token_positions(e.paragraph.split(), e.support) for e in examples]
             for name, examples in _examples_by_split(data_dir, task, variant, split_seed, train_size).items()}
+
+
+def gold_rationales(task: int, data_dir: str | None, *, variant: str = "en-10k", split_seed: int = 0,
+                    train_size: float = 0.85) -> dict[str, tuple[list[list[str]], list[np.ndarray]]]:
+    """Per split, ``(docs, rationales)`` aligned with :func:`load_task` (same options): ``docs[i]`` the
+    main-sequence tokens of example ``i``, ``rationales[i]`` a ``<bool>[len(docs[i])]`` mask (no [CLS] /
+    [EOS]), True on every word of its supporting statements."""
+    out = {}
+    for name, examples in _examples_by_split(data_dir, task, variant, split_seed, train_size).items():
+        docs, masks = [], []
+        for e in examples:
+            tokens = e.paragraph.split()
+            mask = np.zeros(len(tokens), dtype=bool)
+            mask[statement_token_positions(tokens, e.support)] = True
+            docs.append(tokens)
+            masks.append(mask)
+        out[name] = (docs, masks)
+    return out
 
 
 def load_task1(data_dir: str | None, *, variant: str = "en-10k", split_seed: int = 0,

@@ -35,7 +35,11 @@ Metrics (:func:`plausibility` returns them all; the per-row functions are public
 
 :func:`synthetic_rationales` gives the synthetic task's gold rationales (its signal words),
 aligned with the encoded split: the generator's ``signal_positions`` count from the first word and
-encoding prepends [CLS], so each position moves right by one.
+encoding prepends [CLS], so each position moves right by one. :func:`file_rationales` gives those
+the loaders of :data:`FILE_RATIONALE_TASKS` derive from the data files (SST: the words whose
+treebank label is polar in the sentence's direction, :mod:`nlproar_jax.data.sst`; bAbI: the words
+of the supporting statements, :mod:`nlproar_jax.data.babi`), checked token for token against the
+encoded split. [CLS] and [EOS] are never gold.
 """
 from __future__ import annotations
 
@@ -248,4 +252,57 @@ def synthetic_rationales(split: str = "test", *, seed: int = 0, train_size: int 
     if encoded is not None and not np.array_equal(encoded.main.offsets, gold.offsets):
         raise ValueError("the encoded split's rows do not line up with the generator's documents "
                          "(different sizes, seed or generator options?)")
+    return gold
+
+
+# -- gold rationales read from the data files (SST, bAbI) ------------------------------------
+FILE_RATIONALE_TASKS = ("sst", "babi-1", "babi-2", "babi-3")
+
+
+def rationales_from_masks(masks: Sequence[np.ndarray]) -> Ragged:
+    """``<bool>`` per token of the encoded rows ``[CLS] tokens [EOS]``: ``masks[i]`` (``<bool>[n_i]``, one
+    flag per token of row ``i``) with False for [CLS] in front and [EOS] behind; rows of ``n_i + 2``."""
+    rows = [np.concatenate([[False], np.asarray(m, dtype=bool).reshape(-1), [False]]) for m in masks]
+    lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
+    offsets = np.zeros(len(rows) + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return Ragged(np.concatenate(rows) if rows else np.zeros(0, bool), offsets)
+
+
+def file_rationales(task: str, split: str, data_dir: Optional[str], *, encoded: Optional[Split] = None,
+                    vocab=None, **options) -> Ragged:
+    """The gold rationales of ``split`` of ``task`` (one of :data:`FILE_RATIONALE_TASKS`), read from
+    the task's files under ``data_dir`` with the loader ``options`` (the task config's ``dataset``
+    options), aligned with the encoded split ``[CLS] tokens [EOS]``.
+
+    ``encoded``: the encoded split, to check the rows line up (same lengths), and with ``vocab`` (the
+    task's :class:`~nlproar_jax.data.tokens.Vocabulary`) that they hold the same tokens; else
+    ``ValueError``."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; valid: {list(SPLITS)}")
+    if task == "sst":
+        from nlproar_jax.data import sst
+
+        per_split = sst.gold_rationales(data_dir, **options)
+    elif task in FILE_RATIONALE_TASKS:
+        from nlproar_jax.data import babi
+
+        per_split = babi.gold_rationales(int(task.split("-")[1]), data_dir, **options)
+    else:
+        raise ValueError(f"task {task!r} has no gold rationales in its files; valid: {list(FILE_RATIONALE_TASKS)}")
+    docs, masks = per_split[split]
+    gold = rationales_from_masks(masks)
+    if encoded is not None:
+        if not np.array_equal(encoded.main.offsets, gold.offsets):
+            raise ValueError(f"the encoded {split} split of {task} does not line up with the rows read from the "
+                             f"files ({len(encoded)} rows against {len(docs)}, or other lengths): other data "
+                             "files or dataset options, or a pretrained tokenizer's word pieces (gold rationales "
+                             "are per word)?")
+        if vocab is not None:
+            ids = Ragged.from_list([vocab.encode(d) for d in docs])
+            differ = np.flatnonzero(ids.values != encoded.main.values)
+            if len(differ):
+                row = int(np.searchsorted(encoded.main.offsets, differ[0], side="right") - 1)
+                raise ValueError(f"row {row} of the encoded {split} split of {task} holds other tokens than the "
+                                 f"files give ({docs[row][:8]}...): other data files or dataset options?")
     return gold
