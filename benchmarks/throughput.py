@@ -94,6 +94,9 @@ def parse_args(argv=None):
     p.add_argument("--aux-length", type=int, default=16, help="auxiliary-sequence length with --paired")
     p.add_argument("--figures", nargs="+", default=list(FIGURES), choices=FIGURES)
     p.add_argument("--torch", action="store_true", help="also run PyTorch (+ Captum), interleaved")
+    p.add_argument("--torch-device", default="cpu",
+                   help="PyTorch's device (cuda: cuDNN's LSTM; also its default device, so the measures' own "
+                        "tensors are made there, and every timed call ends with a synchronize)")
     p.add_argument("--torch-ig", default="captum", choices=("captum", "loop", "both"))
     p.add_argument("--torch-gradient", default="original", choices=("original", "efficient"))
     p.add_argument("--torch-threads", type=int, nargs="+", default=[0],
@@ -266,9 +269,12 @@ def main(argv=None) -> int:
     mi_table = jnp.asarray(np.random.default_rng(args.seed).random(args.vocab, dtype=np.float32))
     key = jax.random.key(args.seed)
     if args.torch:
-        torch_model = tr.from_jax(model)
-        torch_table = torch.from_numpy(np.array(mi_table))
-        generator = torch.Generator().manual_seed(args.seed)
+        torch.set_default_device(args.torch_device)
+        torch_model = tr.from_jax(model).to(args.torch_device)
+        torch_table = torch.from_numpy(np.array(mi_table)).to(args.torch_device)
+        generator = torch.Generator(device=args.torch_device).manual_seed(args.seed)
+        synchronize = torch.cuda.synchronize if args.torch_device.startswith("cuda") else (lambda: None)
+        settings["torch_device"] = args.torch_device
 
     for length in args.length:
         rng = np.random.default_rng([args.seed, length])
@@ -278,9 +284,9 @@ def main(argv=None) -> int:
         batch = jax.device_put(Batch(tokens, labels, np.arange(args.batch, dtype=np.int32),
                                      np.ones(args.batch, np.float32), aux))
         if args.torch:
-            t_tokens = torch.from_numpy(tokens.astype(np.int64))
-            t_labels = torch.from_numpy(labels.astype(np.int64))
-            t_aux = None if aux is None else torch.from_numpy(aux.astype(np.int64))
+            t_tokens = torch.from_numpy(tokens.astype(np.int64)).to(args.torch_device)
+            t_labels = torch.from_numpy(labels.astype(np.int64)).to(args.torch_device)
+            t_aux = None if aux is None else torch.from_numpy(aux.astype(np.int64)).to(args.torch_device)
 
         chunk = args.ig_chunk
         if chunk < 0:
@@ -307,7 +313,7 @@ def main(argv=None) -> int:
                     for n in thread_counts:
                         fn = _torch_fn(figure, impl, torch_model, t_tokens, t_labels, t_aux, torch_table,
                                        generator, args, torch=torch, tr=tr)
-                        timers[f"torch:{impl or ''}:{n}"] = Timer(fn, args.min_time,
+                        timers[f"torch:{impl or ''}:{n}"] = Timer(lambda fn=fn: (fn(), synchronize()), args.min_time,
                                                                  lambda n=n: torch.set_num_threads(n))
             names = list(timers)
             for r in range(args.repeats):  # interleaved, the order alternating per repeat

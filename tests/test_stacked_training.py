@@ -174,3 +174,15 @@ def test_sweep_groups_each_seeds_classic_runs_by_measure_and_strategy():
                        and g[0].experiment.strategy == "quantile" and len(g) > 1]
     assert sorted(r.experiment.k for r in quantile_random[0]) == sorted(
         list(c.grid.quantile_k) + list(c.grid.random_quantile_k))
+
+
+def test_classic_together_auto_groups_on_accelerators_only():
+    from nlproar_jax.sweep import classic_together
+
+    assert load_config().grid.classic_together == "auto"
+    assert classic_together("auto", backend="gpu") and classic_together("auto", backend="tpu")
+    assert not classic_together("auto", backend="cpu")
+    assert classic_together("auto") == (jax.default_backend() != "cpu")
+    assert classic_together("True") and classic_together(True) and not classic_together("false")
+    with pytest.raises(ValueError, match=r"grid.classic_together 'yes'; valid: \['auto', 'true', 'false'\]"):
+        classic_together("yes")
