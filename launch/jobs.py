@@ -14,6 +14,8 @@ more than one task); each task runs ``runs_per_task`` runs in one process.
   runs after it load it instead of all computing it at once;
 - ``<task>-s<seed>-classic-<measure>``: the other classic runs of a measure,
   after the base model (random) or after that measure's lead;
+- ``<task>-s<seed>-keep-<measure>``: a measure's keep-and-retrain runs, waiting
+  like its classic runs (they share the base model's importance file);
 - ``<task>-s<seed>-rec-<strategy>-k<k>-<measure>``: recursive step k of a
   measure, after its step k - step (or the base / its lead for the first step).
 
@@ -95,6 +97,8 @@ def _group(exp: Experiment, lead: bool) -> str:
         return f"{prefix}-lead"
     if exp.recursive:
         return f"{prefix}-rec-{exp.strategy}-k{exp.k}-{exp.measure_tag}"
+    if exp.keep:
+        return f"{prefix}-keep-{exp.measure_tag}"
     return f"{prefix}-classic-{exp.measure_tag}"
 
 

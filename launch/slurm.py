@@ -280,7 +280,8 @@ def dry_run_text(jobs: Sequence[Job], command: RunCommand, options: SlurmOptions
     out = ["# Dependency structure. Jobs: 'base' trains the k=0 model of a seed; 'lead' runs are the first",
            "# user of an importance file that several runs share (they compute and cache it; the others wait",
            "# for them and load it); 'classic-<measure>' are the other classic ROAR runs of a measure;",
-           "# 'rec-<strategy>-k<k>-<measure>' is one recursive step. afterok: a run starts when the array",
+           "# 'keep-<measure>' its keep-and-retrain runs; 'rec-<strategy>-k<k>-<measure>' is one",
+           "# recursive step. afterok: a run starts when the array",
            "# tasks running what it needs succeeded (not whole arrays).",
            *[f"#   {line}" for line in describe(jobs).splitlines()]]
     for job in jobs:

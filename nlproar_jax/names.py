@@ -7,14 +7,16 @@ imports no JAX, so the bookkeeping layer stays light.
 * :data:`TASKS`: task name -> :class:`TaskSpec` (loader, paired, monitored and reported metric).
 * :data:`MEASURES` and :data:`MEASURE_ALIASES` (the original's spellings), :func:`canonical_measure`,
   :data:`MODEL_FREE`, :data:`MODEL_SPECIFIC`, :data:`IG_VARIANTS`, :func:`measure_tag`.
-* :data:`STRATEGIES` (ROAR masking), :data:`DEFAULT_STEP` (recursive step per strategy).
+* :data:`STRATEGIES` (ROAR masking), :data:`ROAR_MODES` (remove or keep the top k'),
+  :data:`DEFAULT_STEP` (recursive step per strategy).
 * :class:`Experiment`: one ROAR run, validated from a config; its id and its reference run.
 * :class:`Paths`: every file a run, a grid or an evaluation writes under ``persistent_dir``.
 
 :func:`Experiment.from_config` checks every field of an ``ml_collections`` config once, at
 start-up, with errors that name the bad value and the valid choices. The experiment id is built
-from (task, model, seed, measure, strategy, k, recursive, step size, IG steps and variant); every
-other field is recorded in the run's ``config.json``.
+from (task, model, seed, measure, strategy, mode, k, recursive, step size, IG steps and variant); every
+other field is recorded in the run's ``config.json``. Remove runs (the default mode) keep the ids they
+always had; keep runs add ``_rm-keep`` after the strategy.
 """
 from __future__ import annotations
 
@@ -248,8 +250,14 @@ def settings_note(tags) -> str:
 
 # -- ROAR ------------------------------------------------------------------------------------
 STRATEGIES = ("count", "quantile")
+# What ROAR does with each row's top k' maskable tokens: "remove" masks them (ROAR); "keep" keeps them and
+# masks every other maskable token (keep-and-retrain, KAR: FRESH, UNIREX). Keep is classic only.
+ROAR_MODES = ("remove", "keep")
 DEFAULT_STEP = {"count": 1, "quantile": 10}
 SEEDS_TOGETHER = ("auto", "vmap", "loop")
+# grid.classic_together: "auto" groups on accelerators only (one vmapped program per group pays
+# where one small model leaves the device idle; on a CPU it does not, see the README's Speed).
+CLASSIC_TOGETHER = ("auto", "true", "false")
 EMBEDDING_OOV = ("zero", "normal")
 # The BiLSTM kernel (nlproar_jax.models.bilstm): "scan" (the reference), "chunked" (tuned for
 # XLA:CPU), "auto" (chunked when the default backend is the CPU, else scan; resolved at build time).
@@ -283,6 +291,7 @@ class Experiment:
     ig_variant: str
     model: str = "rnn"
     options: tuple = ()  # the measure's options from config.measure_options, sorted (name, value) pairs
+    mode: str = "remove"  # ROAR_MODES: "remove" masks the top k'; "keep" masks every other maskable token
 
     @classmethod
     def from_config(cls, config) -> "Experiment":
@@ -299,6 +308,13 @@ class Experiment:
         if step < 1:
             raise ValueError(f"recursive_step_size must be >= 1, got {step}")
         recursive = bool(config.recursive) and k > 0
+        mode = config.get("roar_mode", "remove")
+        if mode not in ROAR_MODES:
+            raise ValueError(f"unknown roar_mode {mode!r}; valid: {list(ROAR_MODES)}")
+        mode = mode if k > 0 else "remove"  # k = 0 is the unmasked base model in either mode
+        if recursive and mode == "keep":
+            raise ValueError("roar_mode='keep' (keep-and-retrain) is classic only: set recursive=False, or "
+                             "roar_mode='remove' for recursive ROAR")
         if recursive and k % step:
             raise ValueError(f"recursive ROAR reaches k={k} only if it is a multiple of "
                              f"recursive_step_size={step}; try k={k - k % step or step}")
@@ -323,7 +339,7 @@ class Experiment:
                              "--config.ig_variant, not from measure_options")
         return cls(task=config.task, seed=int(config.seed), k=k, measure=measure, strategy=strategy,
                    recursive=recursive, step=step, ig_steps=int(config.ig_steps), ig_variant=config.ig_variant,
-                   model=model, options=options)
+                   model=model, options=options, mode=mode)
 
     # -- identity --------------------------------------------------------------------------
     @property
@@ -340,10 +356,16 @@ class Experiment:
         if self.is_base:
             return base
         rec = f"r-1_st-{self.step}" if self.recursive else "r-0"
-        return f"{base}_y-{self.measure_tag}_rs-{self.strategy}_k-{self.k}_{rec}"
+        mode = "" if self.mode == "remove" else f"_rm-{self.mode}"  # remove runs keep their old ids
+        return f"{base}_y-{self.measure_tag}_rs-{self.strategy}{mode}_k-{self.k}_{rec}"
+
+    @property
+    def keep(self) -> bool:
+        """A keep-and-retrain run: the top k' maskable tokens are kept, every other one is masked."""
+        return self.mode == "keep"
 
     def base(self) -> "Experiment":
-        return dataclasses.replace(self, k=0, recursive=False)
+        return dataclasses.replace(self, k=0, recursive=False, mode="remove")
 
     def reference(self) -> Optional["Experiment"]:
         """The run whose model and data this run's importance comes from (None for k=0).

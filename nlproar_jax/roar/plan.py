@@ -4,8 +4,12 @@ The original's grid (``batch_jobs/*.sh``, ORIGINAL.md section 7): per seed a
 k=0 base model; classic ROAR with quantile k for every measure (plus k=100 for
 random) and count k for random only, each after the base; recursive ROAR with
 quantile and count k for every measure but random (whose classic curve is the
-baseline), each step after the previous one. Both the local sweep and the
-Slurm launcher run this plan.
+baseline), each step after the previous one. Beyond the original:
+keep-and-retrain (``roar_mode="keep"``) at ``grid.keep_quantile_k`` and
+``grid.keep_count_k`` for every measure, random included (the baseline), each
+after the base model (keep is classic only; both are empty by default, so a
+grid without them is the original's). Both the local sweep and the Slurm
+launcher run this plan.
 """
 from __future__ import annotations
 
@@ -36,10 +40,11 @@ class PlannedRun:
         return [f"--config.{k}={v}" for k, v in self.overrides]
 
 
-def _run(config, seed, k=0, measure="random", strategy="quantile", recursive=False) -> PlannedRun:
+def _run(config, seed, k=0, measure="random", strategy="quantile", recursive=False, mode="remove") -> PlannedRun:
     overrides = [("seed", seed), ("k", k)]
-    if k > 0:
-        overrides += [("importance_measure", measure), ("roar_strategy", strategy), ("recursive", recursive)]
+    if k > 0:  # every field that tells runs apart, so a global --config.roar_mode cannot change a planned run
+        overrides += [("importance_measure", measure), ("roar_strategy", strategy), ("roar_mode", mode),
+                      ("recursive", recursive)]
         if recursive:
             overrides.append(("recursive_step_size", DEFAULT_STEP[strategy]))
     cfg = config.copy_and_resolve_references()
@@ -76,6 +81,12 @@ def plan_grid(config) -> list[PlannedRun]:
                         raise ValueError(f"recursive {strategy} ROAR steps by {step}: the grid's k {chain} "
                                          f"lacks {missing}, which later steps need")
                     runs += [_run(config, seed, k, measure, strategy, recursive=True) for k in chain]
+        for measure in measures:  # keep-and-retrain: classic only, after the base model
+            for strategy, ks in (("quantile", g.get("keep_quantile_k", ())), ("count", g.get("keep_count_k", ()))):
+                if any(int(k) < 1 for k in ks):
+                    raise ValueError(f"grid.keep_{strategy}_k={tuple(ks)}: keep runs need k >= 1 (k = 0 is the "
+                                     "base model, which keeps everything)")
+                runs += [_run(config, seed, k, measure, strategy, mode="keep") for k in ks]
     seen: set[str] = set()
     unique = []
     for run in runs:

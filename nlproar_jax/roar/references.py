@@ -43,8 +43,12 @@ def train_command(exp: Experiment, config_file: str) -> str:
     """The command line that creates ``exp``."""
     parts = [f"python -m nlproar_jax.train --config={config_file}", f"--config.seed={exp.seed}",
              f"--config.k={exp.k}"]
+    if exp.model != "rnn":  # the run ids' model; its other settings (e.g. bert_dir) stay the user's
+        parts.insert(1, f"--config.model={exp.model}")
     if exp.k > 0:
         parts += [f"--config.importance_measure={exp.measure}", f"--config.roar_strategy={exp.strategy}"]
+        if exp.keep:
+            parts.append(f"--config.roar_mode={exp.mode}")
         if exp.recursive:
             parts += ["--config.recursive=True", f"--config.recursive_step_size={exp.step}"]
         if exp.measure == "integrated_gradient":
@@ -123,8 +127,9 @@ def reference_importance(paths: Paths, exp: Experiment, ref: Experiment, ref_dat
 
 
 def masked_data(paths: Paths, exp: Experiment, base_data: TaskData, config) -> TaskData:
-    """The dataset run ``exp`` trains on: its reference's data with k' more tokens per row masked, by
-    the task model's rules (``maskable``, ``mask_token``)."""
+    """The dataset run ``exp`` trains on: its reference's data with k' more tokens per row masked (a keep
+    run: every maskable token but the top k' masked), by the task model's rules (``maskable``,
+    ``mask_token``). Keep and remove runs of one reference and measure share its importance file."""
     ref = exp.reference()
     if ref.is_base:
         ref_data = base_data
@@ -135,6 +140,6 @@ def masked_data(paths: Paths, exp: Experiment, base_data: TaskData, config) -> T
     scores = reference_importance(paths, exp, ref, ref_data, config)
     maskable, mask_token = token_rules(config, ref_data)
     splits = {name: mask_split(split, scores[name], exp.k, exp.strategy, int(config.batch_size),
-                               maskable=maskable, mask_token=mask_token)
+                               maskable=maskable, mask_token=mask_token, mode=exp.mode)
               for name, split in ref_data.splits.items()}
     return ref_data.replace_splits(splits)

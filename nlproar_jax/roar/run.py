@@ -3,7 +3,8 @@
 :func:`run_experiment` is what ``python -m nlproar_jax.train`` does: load (or
 reuse) the encoded task; for k > 0 load the reference model, compute its
 importance over train/val/test once (cached on disk and shared by every k that
-uses the same reference), mask with :func:`~nlproar_jax.roar.masking.roar_mask`;
+uses the same reference, keep runs included), mask with
+:func:`~nlproar_jax.roar.masking.roar_mask` (``config.roar_mode``: remove or keep the top k');
 train with per-epoch checkpoints (resume by default); evaluate the selected
 epoch on val and test; write ``results/<experiment_id>.json``. A finished run is
 skipped. ``runs/<id>/`` (``config.json`` first) is written only once the run's data
@@ -28,6 +29,7 @@ import numpy as np
 
 from nlproar_jax.data.dataset import TaskData
 from nlproar_jax.data.registry import dataset_key, load_task, task_spec
+from nlproar_jax.models import task_tokenizer
 from nlproar_jax.names import SEEDS_TOGETHER, Experiment, Paths, write_json_atomic
 from nlproar_jax.roar.references import MissingReferenceError, init_model, masked_data
 from nlproar_jax.runtime.runlock import RunBusyError, run_locks
@@ -77,16 +79,33 @@ def environment() -> dict:
 
 
 def load_base_data(config) -> TaskData:
-    """The config's encoded task, unmasked (through the dataset cache under ``persistent_dir``)."""
+    """The config's encoded task, unmasked (through the dataset cache under ``persistent_dir``): with the
+    word vocabulary, or the tokenizer of a pretrained ``config.model`` (``bert``)."""
     return load_task(config.task, data_dir=config.data_dir, min_df=int(config.min_df),
-                     options=config.dataset.to_dict(), cache_dir=Paths(config.persistent_dir).dataset_cache)
+                     options=config.dataset.to_dict(), cache_dir=Paths(config.persistent_dir).dataset_cache,
+                     tokenizer=task_tokenizer(config))
+
+
+def base_dataset_key(config) -> str:
+    """The cache key of :func:`load_base_data`'s dataset (``Paths.dataset``)."""
+    tokenizer = task_tokenizer(config)
+    return dataset_key(config.task, int(config.min_df), config.dataset.to_dict(),
+                       None if tokenizer is None else tokenizer.identity())
 
 
 def _fit_settings(config, exp: Experiment, model) -> dict:
-    """The original's schedule from ``config``: ``fit``'s keyword arguments."""
+    """The original's schedule from ``config``: ``fit``'s keyword arguments (``optimizer="adamw"``: section
+    9's AdamW with its warm-up and betas; dropout in training as the model asks, ``train_dropout``)."""
+    optimizer = str(config.get("optimizer", "amsgrad"))
+    options = {}
+    if optimizer == "adamw":
+        options = dict(warmup=float(config.warmup), b1=float(config.adam_b1), b2=float(config.adam_b2),
+                       eps=float(config.adam_eps))
     return dict(epochs=int(config.max_epochs), batch_size=int(config.batch_size), monitor=task_spec(exp.task).monitor,
                 no_decay=tuple(getattr(model, "no_weight_decay", ())), learning_rate=float(config.learning_rate),
-                weight_decay=float(config.weight_decay), pool_batches=int(config.pool_batches))
+                weight_decay=float(config.weight_decay), pool_batches=int(config.pool_batches),
+                optimizer=optimizer, optimizer_options=options,
+                dropout=bool(getattr(model, "train_dropout", False)))
 
 
 def _load_data(config, exp: Experiment, paths: Paths, base_data: Optional[TaskData]):
@@ -127,7 +146,7 @@ def _finish(config, exp: Experiment, paths: Paths, data: TaskData, graphdef, fit
     seconds = {**seconds, "train": fitted.train_seconds, "evaluate": time.perf_counter() - t0}
     ref = exp.reference()
     result = {**exp.fields(), "reference_id": ref.id if ref else None, "monitor": spec.monitor,
-              "dataset_key": dataset_key(exp.task, int(config.min_df), config.dataset.to_dict()),
+              "dataset_key": base_dataset_key(config),
               "importance_file": (os.path.relpath(paths.importance(ref, exp.measure_tag), paths.root)
                                   if ref else None),
               "reported_metric": spec.reported, "best_epoch": fitted.best_epoch, "epochs": int(config.max_epochs),

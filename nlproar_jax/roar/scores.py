@@ -90,17 +90,18 @@ def _gradient_points(measure) -> int:
 
 
 def mask_split(split: Split, scores: np.ndarray, k: int, strategy: str, batch_size: int, *,
-               maskable: Optional[Callable] = None, mask_token: int = MASK) -> Split:
+               maskable: Optional[Callable] = None, mask_token: int = MASK, mode: str = "remove") -> Split:
     """``split`` with each row's top-k' maskable tokens by ``scores`` (aligned with ``main.values``)
-    replaced by ``mask_token``. ``maskable``: ``tokens <int32>[B, T] -> <bool>[B, T]``, the model's
-    rule (``model.maskable``); None = the BiLSTM vocabulary's."""
+    replaced by ``mask_token`` (``mode="remove"``), or every maskable token but those k' replaced
+    (``mode="keep"``: keep-and-retrain). ``maskable``: ``tokens <int32>[B, T] -> <bool>[B, T]``, the
+    model's rule (``model.maskable``); None = the BiLSTM vocabulary's."""
     score_rows = Ragged(scores, split.main.offsets)
     main = split.main.copy()
     for batch in eval_batches(split, batch_size):
         s = score_rows.pad(batch.index.astype(np.int64), batch.tokens.shape[1])
         allowed = None if maskable is None else jnp.asarray(maskable(jnp.asarray(batch.tokens)))
         masked = np.asarray(roar_mask(batch.tokens, s, jnp.int32(k), strategy, maskable=allowed,
-                                      mask_token=mask_token))
+                                      mask_token=mask_token, mode=mode))
         real = batch.weight > 0
         main.set_rows(batch.index[real].astype(np.int64), masked[real])
     return split.replace_main(main)
