@@ -305,3 +305,30 @@ def test_use_data_ids_keeps_roberta_positions_and_logits():
     np.testing.assert_array_equal(ours.positions(data), reference.positions(jnp.asarray(tok)))
     np.testing.assert_allclose(ours(data)[0], reference(jnp.asarray(tok))[0], atol=1e-5)
     np.testing.assert_array_equal(ours.maskable(data), reference.maskable(jnp.asarray(tok)))
+
+
+def test_integrated_gradients_chunks_are_sized_by_the_transformers_own_memory_estimate(tiny_dir):
+    """The compiled IG program's extra temporary memory per interpolation point (XLA's own memory
+    analysis) is at most the model's estimate and not far below it, so the chunk chosen from it
+    bounds the memory actually used; the BiLSTM's estimate would undercount this model."""
+    from nlproar_jax.importance import IntegratedGradients
+    from nlproar_jax.roar.scores import autodiff_bytes_per_position, ig_chunk_size, score_batch
+
+    model = bert.load_pretrained(tiny_dir, num_labels=2)
+    graphdef, params = nnx.split(model)
+    B, T = 4, 48
+    tokens = jnp.asarray(np.random.default_rng(0).integers(5, 40, (B, T)), jnp.int32)
+    tokens = tokens.at[:, 0].set(model.cls_token).at[:, -1].set(model.sep_token)
+
+    def temp_bytes(chunk):
+        measure = IntegratedGradients(steps=4, chunk_size=chunk)
+        compiled = score_batch.lower(measure, graphdef, params, tokens, jnp.zeros(B, jnp.int32), None,
+                                     jax.random.key(0), jnp.arange(B)).compile()
+        return compiled.memory_analysis().temp_size_in_bytes
+
+    per_point = (temp_bytes(4) - temp_bytes(1)) / 3 / (B * T)
+    estimate = autodiff_bytes_per_position(model, T, hidden_size=128)
+    assert 0.6 * estimate <= per_point <= estimate, (per_point, estimate)
+    assert autodiff_bytes_per_position(None, T, hidden_size=8) < estimate  # the BiLSTM default
+    budget = 20 * B * T * estimate
+    assert ig_chunk_size(B, T, 0, 50, budget, bytes_per_position=estimate) == 20

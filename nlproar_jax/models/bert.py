@@ -282,6 +282,17 @@ class TransformerClassifier(nnx.Module):
     # training only; evaluation and every importance measure pass none).
     train_dropout: bool = True
 
+    def autodiff_bytes_per_position(self, seq_len: int) -> int:
+        """Bytes of float32 residuals a backward pass keeps per (row, position), an estimate from above
+        for sizing integrated gradients' chunks: per layer 12 hidden-size vectors (q, k, v, context,
+        attention output, the LayerNorms' inputs and statistics), 3 intermediate-size ones (before and
+        after GELU, its derivative) and 4 per head and key (scores, softmax, their gradients' inputs),
+        plus the embeddings. XLA:CPU's compiled programs for MiniLM and a tiny BERT keep 0.86-0.92 of it
+        (``tests/test_bert_pipeline.py``)."""
+        c = self.config
+        per_layer = 12 * c.hidden_size + 3 * c.intermediate_size + 4 * c.num_attention_heads * seq_len
+        return 4 * (c.num_hidden_layers * per_layer + 4 * c.hidden_size)
+
     def __init__(self, cfg: TransformerConfig, special: SpecialTokens, *, num_labels: Optional[int] = None,
                  attention: str = "last", rngs: nnx.Rngs):
         if attention not in ATTENTION_OUTPUTS:

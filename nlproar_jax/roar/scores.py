@@ -27,16 +27,29 @@ from nlproar_jax.runtime.progress import Progress
 _IG_BYTES_PER_ROW_POS_UNIT = 4 * 32
 
 
-def ig_chunk_size(batch: int, seq_len: int, hidden: int, steps: int, budget_bytes: Optional[int] = None) -> int:
+def autodiff_bytes_per_position(model, seq_len: int, hidden_size: int) -> int:
+    """Bytes of autodiff residuals one differentiated point keeps per (row, position): the model's own
+    estimate when it has ``autodiff_bytes_per_position(seq_len)`` (the transformers: every layer's
+    activations and attention rows), else the BiLSTM's, ``hidden_size`` units per direction."""
+    if model is not None and hasattr(model, "autodiff_bytes_per_position"):
+        return int(model.autodiff_bytes_per_position(seq_len))
+    return hidden_size * _IG_BYTES_PER_ROW_POS_UNIT
+
+
+def ig_chunk_size(batch: int, seq_len: int, hidden: int, steps: int, budget_bytes: Optional[int] = None,
+                  *, bytes_per_position: Optional[int] = None) -> int:
     """Interpolation points to vmap at once so one chunk stays under ``budget_bytes``
-    (default: a quarter of the device's memory limit when known, else 1 GiB). The estimate is the
-    BiLSTM's (per point: the recurrence's residuals, ``hidden`` units per direction)."""
+    (default: a quarter of the device's memory limit when known, else 1 GiB). The estimate per point
+    is ``batch * seq_len * bytes_per_position`` (default: the BiLSTM's, ``hidden`` units per direction;
+    :func:`autodiff_bytes_per_position` gives a model's own)."""
     if budget_bytes is None:
         budget_bytes = 1 << 30
         stats = jax.devices()[0].memory_stats() or {}
         if "bytes_limit" in stats:
             budget_bytes = stats["bytes_limit"] // 4
-    per_point = batch * seq_len * hidden * _IG_BYTES_PER_ROW_POS_UNIT
+    if bytes_per_position is None:
+        bytes_per_position = hidden * _IG_BYTES_PER_ROW_POS_UNIT
+    per_point = batch * seq_len * bytes_per_position
     return int(max(1, min(steps, budget_bytes // max(per_point, 1))))
 
 
@@ -59,7 +72,8 @@ def importance_over_split(model, split: Split, measure, *, key, batch_size: int,
     ``model``: a classifier, or None for model-free measures. ``hidden_size``: with a measure that
     differentiates the model at many points (integrated gradients' steps; SmoothGrad's and gradient
     SHAP's samples) whose ``chunk_size`` is 0, pick the chunk from the device's memory
-    (:func:`ig_chunk_size`) for a BiLSTM of this width; None evaluates every point at once. (The
+    (:func:`ig_chunk_size`) for a BiLSTM of this width, or by the model's own estimate when it has one
+    (:func:`autodiff_bytes_per_position`); None evaluates every point at once. (The
     perturbation measures choose their chunk themselves: ``chunk_size=None``.)
     """
     graphdef, params = (None, None) if model is None else nnx.split(model)
@@ -69,7 +83,9 @@ def importance_over_split(model, split: Split, measure, *, key, batch_size: int,
     for batch in eval_batches(split, batch_size):
         fn = measure
         if points and measure.chunk_size == 0 and hidden_size:
-            chunk = ig_chunk_size(batch.tokens.shape[0], batch.tokens.shape[1], hidden_size, points)
+            seq_len = batch.tokens.shape[1]
+            chunk = ig_chunk_size(batch.tokens.shape[0], seq_len, hidden_size, points,
+                                  bytes_per_position=autodiff_bytes_per_position(model, seq_len, hidden_size))
             fn = dataclasses.replace(measure, chunk_size=chunk)
         s = np.asarray(score_batch(fn, graphdef, params, batch.tokens, batch.labels, batch.aux_tokens, key,
                                    batch.index))
