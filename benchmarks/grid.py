@@ -4,8 +4,10 @@
 
 1. ``cli``: one ``python -m nlproar_jax.train`` command line per run, in plan order (what the original's
    job scripts do: every run pays start-up, data loading and compilation);
-2. ``serial``: ``python -m nlproar_jax.sweep`` (one process, runs one after another);
-3. ``parallel``: ``python -m nlproar_jax.sweep --workers=N`` (N pinned worker processes).
+2. ``serial``: ``python -m nlproar_jax.sweep --workers=1`` (one process, runs one after another: the
+   sweep before the parallel runner);
+3. ``parallel``: ``python -m nlproar_jax.sweep --workers=N`` (N pinned worker processes; N = this
+   process's cores unless ``--workers`` says otherwise: the sweep's default).
 
 Each way starts from an empty persistent directory with a warm dataset cache and no compilation cache
 (``--config.compilation_cache_dir=none``), so compilation is counted each time, as on a fresh cluster
@@ -70,7 +72,7 @@ def main() -> None:
                 if way == "cli":
                     seconds = sum(run([sys.executable, "-m", "nlproar_jax.train", *base, *r]) for r in runs)
                 elif way == "serial":
-                    seconds = run([sys.executable, "-m", "nlproar_jax.sweep", *base])
+                    seconds = run([sys.executable, "-m", "nlproar_jax.sweep", *base, "--workers=1"])
                 else:
                     seconds = run([sys.executable, "-m", "nlproar_jax.sweep", *base, f"--workers={a.workers}"])
                 if not os.path.isdir(os.path.join(cache, "datasets")):

@@ -24,8 +24,9 @@ from nlproar_jax.runtime.commandline import config_from_flags, run_command, setu
 from nlproar_jax.runtime.progress import eta
 
 flags.DEFINE_bool("dry_run", False, "Print the plan (one line per run, with what it waits for) and exit.")
-flags.DEFINE_integer("workers", 1, "Run independent runs on this many worker processes, each pinned to its "
-                     "own cores (1 = every run in this process, one after another).")
+flags.DEFINE_integer("workers", 0, "Run independent runs on this many worker processes, each pinned to its "
+                     "own cores (1 = every run in this process, one after another; 0 = auto: one per local "
+                     "GPU, each seeing only its own, else one per CPU core).")
 flags.DEFINE_bool("worker", False, "Internal: be one worker of a --workers sweep (run ids on stdin).")
 flags.DEFINE_string("only", None, "Run only these runs of the plan (comma-separated experiment ids, as the "
                     "dry run prints them), in plan order; the Slurm launcher's tasks of several runs use this.")
@@ -52,8 +53,15 @@ def main(argv) -> None:
         return
     if flags.FLAGS.worker:
         return work(config, plan)
-    if flags.FLAGS.workers > 1:
-        run_parallel_plan(config, plan, flags.FLAGS.workers)
+    workers = flags.FLAGS.workers
+    if workers < 0:
+        log.error("--workers=%d: give 0 (auto: one per local GPU, else per CPU core), 1 (serial) or more", workers)
+        sys.exit(2)
+    if workers == 0:
+        from nlproar_jax.runtime.workers import default_workers
+        workers = default_workers()
+    if workers > 1:
+        run_parallel_plan(config, plan, workers)
     else:
         run_plan(config, plan)
     if flags.FLAGS.only is None:

@@ -37,7 +37,7 @@ def results(persistent_dir):
 def serial(tmp_path_factory):
     """The serial sweep of the grid, once for the module: ``(persistent_dir, its output)``."""
     d = tmp_path_factory.mktemp("serial")
-    out = sweep(d)
+    out = sweep(d, "--workers=1")
     assert out.returncode == 0, out.stderr[-3000:]
     return d, out
 
@@ -99,3 +99,23 @@ def test_a_killed_worker_loses_nothing_when_the_sweep_is_rerun(serial, tmp_path)
     again = sweep(d, "--workers=2")
     assert again.returncode == 0, again.stderr[-3000:]
     assert results(d) == results(serial)
+
+
+def test_workers_default_to_one_per_gpu_else_one_per_core(monkeypatch, tmp_path):
+    """``--workers=0`` (the default): one worker per visible GPU, each worker seeing only its own
+    (``CUDA_VISIBLE_DEVICES``), else one per allowed CPU core. No backend is started to count them."""
+    from types import SimpleNamespace
+
+    from nlproar_jax.runtime.workers import default_workers, local_gpus, run_parallel
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert local_gpus() == [] and default_workers() == len(os.sched_getaffinity(0))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,3")
+    assert local_gpus() == ["0", "3"] and default_workers() == 2
+    # each worker process gets one of the GPUs: a stand-in worker reports what it sees in its log
+    worker = ("import os, sys\nsys.stderr.write('sees ' + os.environ['CUDA_VISIBLE_DEVICES'] + '\\n')\n"
+              "for line in sys.stdin:\n    print('@nlproar ok ' + line.strip(), flush=True)\n")
+    runs = [SimpleNamespace(id=f"r{i}", after=()) for i in range(4)]
+    assert run_parallel(runs, [sys.executable, "-c", worker], 2, str(tmp_path)) == []
+    seen = sorted(open(tmp_path / f"worker-{i}.log").read().strip() for i in range(2))
+    assert seen == ["sees 0", "sees 3"]

@@ -26,6 +26,29 @@ log = logging.getLogger("nlproar_jax")
 MARK = "@nlproar "  # protocol lines on a worker's stdout start with this; any other line is not ours
 
 
+def local_gpus() -> list[str]:
+    """The NVIDIA GPUs this process may use, without starting a backend (a JAX backend in the parent
+    would claim the devices' memory): ``CUDA_VISIBLE_DEVICES`` when set, else one id per
+    ``/dev/nvidia<N>`` device file."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [d.strip() for d in visible.split(",") if d.strip() and d.strip() != "-1"]
+    try:
+        names = os.listdir("/dev")
+    except OSError:
+        return []
+    return sorted((n[len("nvidia"):] for n in names if n.startswith("nvidia") and n[len("nvidia"):].isdigit()), key=int)
+
+
+def default_workers() -> int:
+    """``--workers=0`` (auto): one worker per local GPU (each sees only its own), else one per CPU core
+    this process may use."""
+    gpus = local_gpus()
+    if gpus:
+        return len(gpus)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def core_groups(workers: int, cores: Optional[Sequence[int]] = None) -> list[list[int]]:
     """This process's allowed cores split into ``workers`` disjoint groups (round-robin); with more
     workers than cores, groups share cores."""
@@ -50,6 +73,7 @@ def run_parallel(runs: Sequence, worker_argv: list[str], workers: int, log_dir: 
     done: set[str] = set()
     failed: dict[str, str] = {}
     groups = core_groups(workers)
+    gpus = local_gpus()
     procs, logs, busy = [], [], {}
     sel = selectors.DefaultSelector()
     for i, cores in enumerate(groups):
@@ -57,13 +81,17 @@ def run_parallel(runs: Sequence, worker_argv: list[str], workers: int, log_dir: 
         logs.append(path)
         f = open(path, "a")
         pin = (lambda c=cores: os.sched_setaffinity(0, c)) if hasattr(os, "sched_setaffinity") else None
+        worker_env = dict(os.environ if env is None else env)
+        if len(gpus) > 1:  # each worker sees one GPU (round-robin when there are more workers than GPUs)
+            worker_env["CUDA_VISIBLE_DEVICES"] = gpus[i % len(gpus)]
         p = subprocess.Popen(worker_argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=f, text=True,
-                             bufsize=1, env=env, preexec_fn=pin)
+                             bufsize=1, env=worker_env, preexec_fn=pin)
         f.close()
         procs.append(p)
         sel.register(p.stdout, selectors.EVENT_READ, i)
-    log.info("%d runs on %d workers (cores %s); logs: %s", len(todo), workers,
-             " | ".join(",".join(map(str, g)) for g in groups), log_dir)
+    log.info("%d runs on %d workers (cores %s%s); logs: %s", len(todo), workers,
+             " | ".join(",".join(map(str, g)) for g in groups),
+             f"; GPUs {' | '.join(gpus[i % len(gpus)] for i in range(workers))}" if len(gpus) > 1 else "", log_dir)
     t0, finished = time.perf_counter(), 0
 
     def blocked(rid: str) -> bool:
