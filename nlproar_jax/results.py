@@ -12,8 +12,13 @@ Reads every ``results/*.json`` under the persistent dir and writes to ``--out``
   (:mod:`nlproar_jax.analysis.faithfulness`), mean and 95% bootstrap CI over seeds;
 - ``erasure.csv``: where ``python -m nlproar_jax.evaluate`` has run, one row per (seed, measure):
   erasure faithfulness without retraining and plausibility (``erasure/*.json``);
+- ``side_by_side.csv``: per (task, model, strategy, measure) the ROAR areas (classic, recursive, keep)
+  beside comprehensiveness, sufficiency, flip rate and plausibility (empty where not evaluated), and
+  ``rank_agreement.csv``: Spearman's rho between each ROAR area and each of those across measures
+  (:mod:`nlproar_jax.analysis.side_by_side`; the rank agreement is also printed);
 - ``plots/roar_<task>_<strategy>.png``: test metric vs k, classic and recursive panels (and a
-  keep-and-retrain panel where there are keep runs);
+  keep-and-retrain panel where there are keep runs); ``plots/side_by_side_<task>_<strategy>.png``:
+  ROAR area against each cheap metric, a point per measure (where both exist);
 - ``report.html`` with ``--report`` (:mod:`nlproar_jax.analysis.report`).
 
 Needs numpy, scipy and matplotlib; not JAX.
@@ -43,7 +48,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except FileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    from nlproar_jax.analysis.side_by_side import format_rank_agreement
+
     print(format_summary(written.pop("summary")))
+    agreement = written.pop("rank_agreement")
+    print()
+    print(format_rank_agreement(agreement))
     for name, path in written.items():
         for p in (path if isinstance(path, list) else [path]):
             print(f"wrote {p}")

@@ -5,7 +5,8 @@
 :func:`write_report` is the library call behind ``--report``. The file needs
 nothing else to open offline: the PNG plots are embedded as base64 data URIs
 and the styles are inline. It shows the ROAR plots, the faithfulness summary,
-the mean test metric per k, and a few test examples (deterministic sample) with
+ROAR beside the erasure metrics and plausibility (:mod:`nlproar_jax.analysis.side_by_side`: a table,
+the rank agreement and a plot per task), the mean test metric per k, and a few test examples (deterministic sample) with
 each token coloured by each measure's importance under the base model (the
 importance file each run records, :meth:`nlproar_jax.names.Paths.importance`,
 key ``test``). Where recursive runs kept their masked data
@@ -22,8 +23,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from nlproar_jax.data.tokens import CLS, EOS, FIRST_ELIGIBLE, MASK, PAD, UNK
-from nlproar_jax.analysis.tables import format_roar_table, load_results, measure_tag, study_labels, study_of, summarize
+from nlproar_jax.data.tokens import CLS, EOS, FIRST_ELIGIBLE, MASK, PAD, UNK, PretrainedVocabulary, piece_convention
+from nlproar_jax.analysis.tables import (format_roar_table, load_erasure, load_results, measure_tag, study_labels,
+                                         study_of, summarize)
 from nlproar_jax.names import Paths, display_names, settings_note
 
 HIGHLIGHT_RGB = (230, 85, 13)  # importance colour; alpha carries the score
@@ -103,6 +105,70 @@ def tokens_html(words: Sequence[str], ids: np.ndarray, scores: Optional[np.ndarr
     return " ".join(spans)
 
 
+def pieces_html(vocab, ids: np.ndarray, scores: Optional[np.ndarray] = None, *,
+                masked_ids: Optional[np.ndarray] = None, convention: Optional[str] = None) -> str:
+    """One example of a pretrained tokenizer's word pieces as HTML spans, **merged back into words**
+    (:func:`nlproar_jax.data.tokens.merge_word_pieces`; ``convention`` detected from ``vocab`` if None).
+
+    ``ids``: ``<int>[n]`` the unmasked row (it tells which pieces join); ``scores``: ``<float>[n]`` per
+    piece, or None; ``masked_ids``: ``<int>[n]`` the same row as a ROAR step masked it, or None. A word's
+    colour is the sum of its pieces' scores (min-max over the example's eligible words), bold where any
+    of its pieces is in the top 10% of pieces (what quantile ROAR masks first at k = 10), dark where any
+    piece is masked, with ``masked/pieces`` beside it when only some are. Padding is dropped, [CLS]/[SEP]
+    greyed; hover shows the pieces."""
+    from nlproar_jax.data.tokens import merge_word_pieces, piece_convention, special_ids
+
+    ids = np.asarray(ids)
+    sp = special_ids(vocab)
+    convention = convention or piece_convention(vocab.words)
+    not_eligible = [sp[r] for r in ("pad", "cls", "sep") if sp[r] is not None]
+    eligible = ~np.isin(ids, not_eligible)
+    alone = np.isin(ids, [v for v in sp.values() if v is not None])
+    masked = None
+    if masked_ids is not None and sp["mask"] is not None:
+        masked_ids = np.asarray(masked_ids)
+        if masked_ids.shape != ids.shape:
+            raise ValueError(f"masked row of {masked_ids.shape} ids for an unmasked row of {ids.shape}")
+        masked = (masked_ids == sp["mask"]) & (ids != sp["mask"])
+    piece_scores = None if scores is None else np.where(eligible, np.asarray(scores, np.float64), np.nan)
+    words = merge_word_pieces(vocab.decode(ids), convention, scores=piece_scores, masked=masked, alone=alone)
+    top = np.zeros(len(ids), bool)
+    if scores is not None and eligible.any():
+        n_top = int(eligible.sum()) * TOP_QUANTILE // 100
+        ranked = np.where(eligible, np.nan_to_num(np.asarray(scores, np.float64), nan=-np.inf), -np.inf)
+        top[np.argsort(-ranked, kind="stable")[:n_top]] = True
+    word_eligible = np.array([bool(eligible[w.start]) for w in words])
+    alpha = (normalise_scores(np.array([w.score for w in words]), word_eligible)
+             if scores is not None and len(words) else None)
+    spans = []
+    for j, w in enumerate(words):
+        first = int(ids[w.start])
+        if first == sp["pad"]:
+            continue
+        classes, notes = ["tok"], []
+        if first in (sp["cls"], sp["sep"]):
+            classes.append("special")
+        elif first == sp["mask"] or w.masked:
+            classes.append("mask")
+        elif first == sp["unk"]:
+            classes.append("unk")
+        if w.pieces > 1:
+            notes.append("pieces: " + " ".join(vocab.words[int(i)] for i in ids[w.start:w.stop]))
+        if w.masked:
+            notes.append(f"{w.masked} of {w.pieces} word piece{'s' if w.pieces > 1 else ''} masked")
+        style = ""
+        if alpha is not None and word_eligible[j]:
+            style = f' style="{_score_style(alpha[j])}"'
+            what = f"sum of {w.pieces} pieces" if w.pieces > 1 else "one piece"
+            notes.insert(0, f"importance {w.score:.4g} ({what})")
+        if top[w.start:w.stop].any():
+            classes.append("top")
+        title = f' title="{html.escape("; ".join(notes), quote=True)}"' if notes else ""
+        count = f"<sup>{w.masked}/{w.pieces}</sup>" if 0 < w.masked < w.pieces else ""
+        spans.append(f'<span class="{" ".join(classes)}"{style}{title}>{html.escape(w.text, quote=True)}{count}</span>')
+    return " ".join(spans)
+
+
 def legend_html() -> str:
     r, g, b = HIGHLIGHT_RGB
     bar = f"background:linear-gradient(to right,rgba({r},{g},{b},0),rgba({r},{g},{b},1))"
@@ -113,6 +179,14 @@ def legend_html() -> str:
             'masked first by quantile ROAR</span>'
             '<span><span class="tok mask">[MASK]</span> masked token</span>'
             '<span><span class="tok special">[CLS]</span> not maskable</span></div>')
+
+
+WORD_PIECES_NOTE = ('<p class="note">This model reads word pieces: ROAR scores and masks pieces, shown here merged '
+                    "back into words. A word&rsquo;s importance is the sum of its pieces&rsquo; (for additive "
+                    "attributions, its share of the prediction), bold where any piece is in the top "
+                    f"{TOP_QUANTILE}%, dark where any piece is masked "
+                    '(<span class="tok mask">word<sup>1/2</sup></span>: 1 of its 2 pieces); hover a word for '
+                    "its pieces.</p>")
 
 
 def _image_data_uri(path: str) -> str:
@@ -146,6 +220,79 @@ def summary_html(summary: Sequence[dict]) -> str:
     notes = [n for n in notes if not n.endswith(": ")]
     settings = (f'<p class="note">Settings: {html.escape("; ".join(notes))}.</p>' if notes else "")
     return f"<table>{head}{''.join(rows)}</table>{settings}"
+
+
+# -- ROAR beside the cheap metrics -------------------------------------------------------------
+def side_by_side_html(rows: Sequence[dict], agreement: Sequence[dict], plot_paths: Sequence[str] = ()) -> str:
+    """The side-by-side section: per (study, strategy) a table of the ROAR areas beside the erasure and
+    plausibility headline (:func:`nlproar_jax.analysis.side_by_side.side_by_side` rows), the rank
+    agreement table (:func:`~nlproar_jax.analysis.side_by_side.rank_agreement`) and the plots."""
+    from nlproar_jax.analysis.side_by_side import CHEAP_METRICS, ROAR_COLUMNS
+
+    if not rows:
+        return '<p class="note">No ROAR summary and no erasure results: nothing to put side by side.</p>'
+    parts = []
+    if all(all(np.isnan(r[m]) for m, _, _ in CHEAP_METRICS) for r in rows):
+        parts.append('<p class="note">No erasure results yet (run <code>python -m nlproar_jax.evaluate</code> on '
+                     "the same persistent dir, then <code>results</code> again): the cheap metrics are empty.</p>")
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault((r["study"], r["strategy"]), []).append(r)
+    for (study, strategy), group in groups.items():
+        roars = [c for c in ROAR_COLUMNS if any(not np.isnan(r[c]) for r in group)]
+        metrics = [m for m in CHEAP_METRICS if any(not np.isnan(r[m[0]]) for r in group)]
+        area = group[0]["area"] or "area"
+        title = f"{study}" + (f", {strategy} masking" if strategy else "")
+        head = ("<tr><th>measure</th>" + "".join(f"<th>ROAR {c.removeprefix('roar_')} ({html.escape(area)})</th>"
+                                                  for c in roars)
+                + "".join(f"<th>{html.escape(label)}{' &darr;' if d < 0 else ''}</th>" for _, label, d in metrics)
+                + "<th>seeds (ROAR / erasure)</th></tr>")
+        body = []
+        for r in group:
+            cells = [f'<td class="measure">{html.escape(r["measure_name"])}</td>']
+            cells += [f'<td class="num">{_fmt(r[c])}</td>' for c in roars]
+            cells += [f'<td class="num">{_fmt_plain(r[m])}</td>' for m, _, _ in metrics]
+            cells.append(f'<td class="num">{r["roar_seeds"]} / {r["erasure_seeds"]}</td>')
+            body.append("<tr>" + "".join(cells) + "</tr>")
+        parts.append(f"<h3>{html.escape(title)}</h3><table>{head}{''.join(body)}</table>")
+        settings = sorted({r["erasure_settings"] for r in group if r["erasure_settings"]})
+        if settings:
+            parts.append(f'<p class="note">Erasure settings: {html.escape("; ".join(settings))}.</p>')
+        mine = [a for a in agreement if a["study"] == study and a["strategy"] == strategy]
+        if mine:
+            labels = [(m, label) for m, label, _ in CHEAP_METRICS if any(a["metric"] == m for a in mine)]
+            head = "<tr><th>ROAR</th>" + "".join(f"<th>{html.escape(label)}</th>" for _, label in labels) + "</tr>"
+            lines = []
+            for roar in ("classic", "recursive", "keep"):
+                cells = {a["metric"]: a for a in mine if a["roar"] == roar}
+                if cells:
+                    lines.append(f"<tr><td>{roar}</td>" + "".join(
+                        f'<td class="num">{_agreement_cell(cells.get(m))}</td>' for m, _ in labels) + "</tr>")
+            n = max(a["n"] for a in mine)
+            parts.append(f'<p class="note">Rank agreement across the {n} measures: Spearman&rsquo;s &rho; between '
+                         "the ROAR area and each metric, sign flipped for sufficiency (lower is better), so +1 "
+                         "means the cheap metric ranks the measures exactly as ROAR does; in parentheses the same "
+                         "without random (last on both sides wherever the measures beat it, which lifts &rho;). "
+                         f"Hover for &rho;, its p-value and n.</p><table>{head}{''.join(lines)}</table>")
+    for p in plot_paths or ():
+        parts.append(f'<figure><img class="plot" alt="{html.escape(os.path.basename(p))}" '
+                     f'src="{_image_data_uri(p)}"></figure>')
+    return "\n".join(parts)
+
+
+def _fmt_plain(x) -> str:
+    """A metric in [0, 1] without a sign: ``0.226``, or ``n/a``."""
+    x = float(x)
+    return "n/a" if np.isnan(x) else f"{x:.3f}"
+
+
+def _agreement_cell(a: Optional[dict]) -> str:
+    if a is None:
+        return ""
+    fmt = lambda v: "n/a" if np.isnan(v) else f"{v:+.2f}"  # noqa: E731
+    hover = html.escape(f"rho {a['rho']:+.3f}, p = {a['p_value']:.3g}, n = {a['n']}; without random: "
+                        f"rho {a['rho_without_random']:+.3f}, n = {a['n_without_random']}", quote=True)
+    return f'<span title="{hover}">{fmt(a["agreement"])} ({fmt(a["agreement_without_random"])})</span>'
 
 
 # -- examples ----------------------------------------------------------------------------------
@@ -213,6 +360,14 @@ def examples_html(persistent_dir: str, results: Sequence[dict], *, n_examples: i
         data = TaskData.load(data_path)
         test = data.splits["test"]
         words = data.vocab.words
+        if isinstance(data.vocab, PretrainedVocabulary):  # word pieces: shown merged into words
+            convention = piece_convention(words)
+            parts.append(WORD_PIECES_NOTE)
+            render = lambda row, s=None, masked=None: pieces_html(  # noqa: E731
+                data.vocab, row, s, masked_ids=masked, convention=convention)
+        else:
+            render = lambda row, s=None, masked=None: tokens_html(  # noqa: E731
+                words, row if masked is None else masked, s)
         scores = {}
         for tag, rel in sorted(files.items(), key=lambda kv: _sort_key(kv[0])):
             path = os.path.join(persistent_dir, rel)
@@ -237,23 +392,25 @@ def examples_html(persistent_dir: str, results: Sequence[dict], *, n_examples: i
             label = data.label_names[int(test.labels[i])] if int(test.labels[i]) < len(data.label_names) else "?"
             parts.append(f"<h4>test example {i} &mdash; label <code>{html.escape(str(label))}</code></h4>")
             if test.aux is not None:
-                aux = tokens_html(words, test.aux.row(i))
+                aux = render(test.aux.row(i))
                 parts.append(f'<p><span class="note">auxiliary sequence (not masked):</span> {aux}</p>')
             table = []
             names = display_names(list(scores))
             for tag, values in scores.items():
                 s = values[test.main.offsets[i]:test.main.offsets[i + 1]]
                 table.append(f'<tr><td class="measure">{html.escape(names[tag])}</td>'
-                             f"<td>{tokens_html(words, ids, s)}</td></tr>")
+                             f"<td>{render(ids, s)}</td></tr>")
             parts.append("<table>" + "".join(table) + "</table>")
             if j == 0 and masked:
-                parts.append(_masked_example_html(words, i, masked))
+                parts.append(_masked_example_html(render, ids, i, masked))
     if not parts:
         return '<p class="note">No finished base model: no examples.</p>'
     return "\n".join(parts)
 
 
-def _masked_example_html(words, row: int, masked: dict) -> str:
+def _masked_example_html(render, ids: np.ndarray, row: int, masked: dict) -> str:
+    """The first example as each recursive step masked it: ``render(unmasked ids, None, masked ids)``
+    gives one row's HTML (the unmasked ``ids`` say which word pieces join)."""
     from nlproar_jax.data.dataset import TaskData
     from nlproar_jax.analysis.plots import _sort_key
 
@@ -261,17 +418,19 @@ def _masked_example_html(words, row: int, masked: dict) -> str:
     names = display_names(list(masked))
     for tag in sorted(masked, key=_sort_key):
         for k, path in masked[tag]:
-            ids = TaskData.load(path).splits["test"].main.row(row)
+            masked_ids = TaskData.load(path).splits["test"].main.row(row)
             lines.append(f'<tr><td class="measure">{html.escape(names[tag])}, k = {int(k)}%</td>'
-                         f"<td>{tokens_html(words, ids)}</td></tr>")
+                         f"<td>{render(ids, None, masked_ids)}</td></tr>")
     return ("<p class=\"note\">The same example as recursive quantile ROAR masked it (the data each step "
             "trained on):</p><table>" + "".join(lines) + "</table>")
 
 
 # -- the page ----------------------------------------------------------------------------------
 def render_report(persistent_dir: str, *, results: Sequence[dict], summary: Sequence[dict],
-                  plot_paths: Sequence[str], n_examples: int = 5, seed: int = 0) -> str:
-    """The whole report as one HTML string (no external references)."""
+                  plot_paths: Sequence[str], n_examples: int = 5, seed: int = 0,
+                  side_by_side: Optional[tuple] = None) -> str:
+    """The whole report as one HTML string (no external references). ``side_by_side``: ``(rows,
+    agreement, plot paths)`` of :mod:`nlproar_jax.analysis.side_by_side` (None: no such section)."""
     tasks = sorted({r["task"] for r in results})
     devices = sorted({str(r.get("device")) for r in results})
     hours = sum(sum(r.get("seconds", {}).values()) for r in results) / 3600
@@ -295,6 +454,20 @@ def render_report(persistent_dir: str, *, results: Sequence[dict], summary: Sequ
         "over seeds (one seed: the CI is the point). Count masking has no 100% level: absolute only, x in "
         "tokens.</p>",
         summary_html(summary),
+    ]
+    if side_by_side is not None:
+        body += [
+            "<h2>ROAR beside the cheap metrics</h2>",
+            '<p class="note">Per measure, the area between ROAR curves (above; keep-and-retrain oriented the '
+            "same way: &int;(measure &minus; random) over the tokens kept, relative to &int;(random at 100% "
+            "&minus; random)) beside what <code>python -m nlproar_jax.evaluate</code> measures on the base model "
+            "without retraining: comprehensiveness and sufficiency AOPC (&darr;: lower is better), the decision "
+            "flip rate (top-1 token removed) and, where the task has gold rationales, plausibility (AUPRC, MAP, "
+            "F1 at the gold size). Means over seeds; random&rsquo;s ROAR area is 0 by definition. Empty where "
+            "not run.</p>",
+            side_by_side_html(*side_by_side),
+        ]
+    body += [
         "<h2>Test metric per k (mean over seeds)</h2>",
         f"<pre>{html.escape(format_roar_table(list(results)))}</pre>",
         "<h2>Examples: tokens by importance</h2>",
@@ -308,19 +481,28 @@ def render_report(persistent_dir: str, *, results: Sequence[dict], summary: Sequ
 
 def write_report(persistent_dir: str, path: str, *, results: Optional[Sequence[dict]] = None,
                  summary: Optional[Sequence[dict]] = None, plot_paths: Optional[Sequence[str]] = None,
-                 n_examples: int = 5, seed: int = 0) -> str:
-    """Write the report for ``persistent_dir`` to ``path``; computes whatever is not passed in."""
+                 n_examples: int = 5, seed: int = 0, side_by_side: Optional[tuple] = None) -> str:
+    """Write the report for ``persistent_dir`` to ``path``; computes whatever is not passed in
+    (``side_by_side``: ``(rows, agreement, plot paths or None)``, from the erasure files if None)."""
+    from nlproar_jax.analysis import side_by_side as sbs
+
     results = list(results) if results is not None else load_results(persistent_dir)
     if not results:
         raise FileNotFoundError(f"no results/*.json under {persistent_dir!r}: nothing to report")
     summary = summary if summary is not None else summarize(results)
+    if side_by_side is None:
+        rows = sbs.side_by_side(results, load_erasure(persistent_dir), summary=summary)
+        side_by_side = (rows, sbs.rank_agreement(rows), None)
     with tempfile.TemporaryDirectory() as tmp:
         if plot_paths is None:
             from nlproar_jax.analysis.plots import plot_all
 
             plot_paths = plot_all(results, tmp)
+        rows, agreement, side_plots = side_by_side
+        if side_plots is None:
+            side_plots = sbs.plot_all_side_by_side(rows, agreement, tmp)
         page = render_report(persistent_dir, results=results, summary=summary, plot_paths=plot_paths,
-                             n_examples=n_examples, seed=seed)
+                             n_examples=n_examples, seed=seed, side_by_side=(rows, agreement, side_plots))
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
         f.write(page)

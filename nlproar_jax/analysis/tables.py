@@ -4,7 +4,8 @@ Everything that reads runs back lives here once: :func:`load_results` reads ``re
 :func:`seed_curves` is the one curve builder (keyed by the full measure tag, so IG variants and
 step counts stay apart) behind the summary, the plots, the report and the table
 :func:`format_roar_table` that ``python -m nlproar_jax.sweep`` prints; :func:`export` writes
-everything for ``python -m nlproar_jax.results``. :func:`load_erasure`, :func:`erasure_table` and
+everything for ``python -m nlproar_jax.results`` (with ROAR beside the cheap metrics:
+:mod:`nlproar_jax.analysis.side_by_side`). :func:`load_erasure`, :func:`erasure_table` and
 :func:`format_erasure_table` do the same for the erasure/plausibility files of ``python -m
 nlproar_jax.evaluate`` (``erasure.csv``). Needs numpy, scipy and matplotlib; not JAX.
 
@@ -497,7 +498,9 @@ def export_erasure(persistent_dir: str, out_dir: Optional[str] = None) -> Option
 # -- everything at once ----------------------------------------------------------------------
 def export(persistent_dir: str, out_dir: Optional[str] = None, *, upto: Sequence[Optional[int]] = (None,),
            report: bool = False, plots: bool = True) -> dict:
-    """Write the CSVs, the summary JSON, the plots (and the HTML report); return the paths written."""
+    """Write the CSVs (results, summary, erasure where evaluated, side by side and rank agreement), the
+    summary JSON, the plots (and the HTML report); return the paths written, plus the ``summary`` and
+    ``rank_agreement`` rows."""
     results = load_results(persistent_dir)
     if not results:
         raise FileNotFoundError(f"no results/*.json under {persistent_dir!r}: nothing to export "
@@ -520,14 +523,25 @@ def export(persistent_dir: str, out_dir: Optional[str] = None, *, upto: Sequence
     erasure_csv = export_erasure(persistent_dir, out_dir)
     if erasure_csv:
         written["erasure_csv"] = erasure_csv
+    from nlproar_jax.analysis import side_by_side as sbs
+
+    beside = sbs.side_by_side(results, load_erasure(persistent_dir), summary=summary)
+    agreement = sbs.rank_agreement(beside)
+    written["side_by_side_csv"] = os.path.join(out_dir, "side_by_side.csv")
+    write_csv(written["side_by_side_csv"], sbs.SIDE_BY_SIDE_COLUMNS, json_safe(beside))  # missing: empty cells
+    written["rank_agreement_csv"] = os.path.join(out_dir, "rank_agreement.csv")
+    write_csv(written["rank_agreement_csv"], sbs.AGREEMENT_COLUMNS, json_safe(agreement))
     if plots:
         from nlproar_jax.analysis.plots import plot_all
 
         written["plots"] = plot_all(results, os.path.join(out_dir, "plots"))
+        written["side_by_side_plots"] = sbs.plot_all_side_by_side(beside, agreement, os.path.join(out_dir, "plots"))
     if report:
         from nlproar_jax.analysis.report import write_report
 
         written["report"] = write_report(persistent_dir, os.path.join(out_dir, "report.html"), results=results,
-                                         summary=summary, plot_paths=written.get("plots"))
+                                         summary=summary, plot_paths=written.get("plots"),
+                                         side_by_side=(beside, agreement, written.get("side_by_side_plots")))
     written["summary"] = summary
+    written["rank_agreement"] = agreement
     return written
