@@ -110,6 +110,16 @@ def get_config() -> ml_collections.ConfigDict:
     # run_together call per group: one vmapped program on accelerators, see seeds_together):
     # "auto" (on accelerators only) | "true" | "false".
     c.grid.classic_together = "auto"
+    # --- faithfulness-regularised training (UNIREX's idea; nlproar_jax/training/faithfulness_loss.py) ---
+    # Adds comprehensiveness_weight * comprehensiveness loss + sufficiency_weight * sufficiency loss to the
+    # task loss, on each batch's own rationale: the top k% of each row's eligible tokens by `measure`
+    # (attention | gradient | input_times_gradient | integrated_gradient | occlusion | soft_attention),
+    # recomputed on the current parameters every step. Margins in log-probability (the losses' docstring).
+    # Off by default (measure ""): the training step is then exactly the task loss's. On, it applies to
+    # every run the config trains (ROAR's retrained models too) and run ids add _fl-<measure>-k=..,comp=..,suff=..
+    c.faithfulness_loss = ml_collections.ConfigDict(dict(
+        measure="", k=20, comprehensiveness_weight=0.0, sufficiency_weight=0.0,
+        comprehensiveness_margin=0.5, sufficiency_margin=0.0))
     # --- faithfulness without retraining, and plausibility (python -m nlproar_jax.evaluate) ----
     # Every measure of grid.measures on every seed's k=0 base model, on one split: ERASER's erasure
     # metrics (nlproar_jax/evaluation/erasure.py) and, where the task has gold rationales (synthetic:

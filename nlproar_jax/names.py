@@ -16,7 +16,9 @@ imports no JAX, so the bookkeeping layer stays light.
 start-up, with errors that name the bad value and the valid choices. The experiment id is built
 from (task, model, seed, measure, strategy, mode, k, recursive, step size, IG steps and variant); every
 other field is recorded in the run's ``config.json``. Remove runs (the default mode) keep the ids they
-always had; keep runs add ``_rm-keep`` after the strategy.
+always had; keep runs add ``_rm-keep`` after the strategy. Runs trained with the faithfulness losses
+(``config.faithfulness_loss``, :func:`faithfulness_loss_settings`) add ``_fl-<measure>-k=..,comp=..,suff=..``
+after the seed; runs without them keep their ids.
 """
 from __future__ import annotations
 
@@ -264,6 +266,97 @@ EMBEDDING_OOV = ("zero", "normal")
 LSTM_IMPLS = ("auto", "scan", "chunked")
 
 
+# -- faithfulness-regularised training -------------------------------------------------------
+# config.faithfulness_loss (nlproar_jax/training/faithfulness_loss.py): UNIREX's comprehensiveness and
+# sufficiency losses on the model's own top-k rationale, chosen per batch by one of these measures: the
+# deterministic ones that explain a model (no key to draw, nothing to fit first).
+FAITHFULNESS_LOSS_MEASURES = tuple(m for m in MEASURES if m not in MODEL_FREE + STOCHASTIC + LEARNED)
+
+
+@dataclasses.dataclass(frozen=True)
+class FaithfulnessLossSettings:
+    """A checked ``config.faithfulness_loss`` that is on (:func:`faithfulness_loss_settings`)."""
+
+    measure: str  # one of FAITHFULNESS_LOSS_MEASURES
+    k: int  # the rationale: top k% of each row's eligible tokens (ROAR's quantile rounding)
+    comprehensiveness_weight: float
+    sufficiency_weight: float
+    comprehensiveness_margin: float
+    sufficiency_margin: float
+    options: tuple = ()  # the measure's options: integrated gradients' steps and variant (config.ig_*)
+
+    @property
+    def tag(self) -> str:
+        """What run ids add: ``fl-input_times_gradient-k=20,comp=0.5,suff=0.5`` (margins only where they
+        are not the defaults)."""
+        parts = [f"k={self.k}", f"comp={self.comprehensiveness_weight:g}", f"suff={self.sufficiency_weight:g}"]
+        if self.comprehensiveness_margin != FAITHFULNESS_LOSS_DEFAULTS["comprehensiveness_margin"]:
+            parts.append(f"comp_margin={self.comprehensiveness_margin:g}")
+        if self.sufficiency_margin != FAITHFULNESS_LOSS_DEFAULTS["sufficiency_margin"]:
+            parts.append(f"suff_margin={self.sufficiency_margin:g}")
+        options = dict(self.options)
+        tag = (measure_tag(self.measure, options["steps"], options["variant"])
+               if self.measure == "integrated_gradient" else self.measure)
+        return f"fl-{tag}-" + ",".join(parts)
+
+    def fields(self) -> dict:
+        out = dataclasses.asdict(self)
+        out["options"] = dict(self.options)
+        return out
+
+
+# configs/base.py's config.faithfulness_loss (off: measure "", weights 0)
+FAITHFULNESS_LOSS_DEFAULTS = {"measure": "", "k": 20, "comprehensiveness_weight": 0.0, "sufficiency_weight": 0.0,
+                              "comprehensiveness_margin": 0.5, "sufficiency_margin": 0.0}
+
+
+def faithfulness_loss_settings(config) -> Optional[FaithfulnessLossSettings]:
+    """``config.faithfulness_loss`` checked: None when off (``measure=""``, both weights 0, or a config
+    without the field), else the settings. ValueError (one line, naming the bad value and what is valid)
+    for an unknown measure, a k outside 1..100, a negative or non-finite weight or margin, weights without
+    a measure, or a measure with both weights 0."""
+    section = config.get("faithfulness_loss", None)
+    fl = dict(FAITHFULNESS_LOSS_DEFAULTS, **(section.to_dict() if section is not None else {}))
+    unknown = sorted(set(fl) - set(FAITHFULNESS_LOSS_DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown faithfulness_loss field(s) {unknown}; valid: {list(FAITHFULNESS_LOSS_DEFAULTS)}")
+    numbers = {}
+    for name in ("comprehensiveness_weight", "sufficiency_weight", "comprehensiveness_margin", "sufficiency_margin"):
+        try:
+            value = float(fl[name])
+        except (TypeError, ValueError):
+            value = float("nan")
+        if not value >= 0.0 or value == float("inf"):
+            raise ValueError(f"faithfulness_loss.{name}={fl[name]!r} must be a finite number >= 0")
+        numbers[name] = value
+    weighted = numbers["comprehensiveness_weight"] > 0 or numbers["sufficiency_weight"] > 0
+    measure = str(fl["measure"] or "")
+    if not measure:
+        if weighted:
+            raise ValueError(f"faithfulness_loss weights (comprehensiveness_weight="
+                             f"{numbers['comprehensiveness_weight']:g}, sufficiency_weight="
+                             f"{numbers['sufficiency_weight']:g}) need faithfulness_loss.measure, one of "
+                             f"{list(FAITHFULNESS_LOSS_MEASURES)}")
+        return None
+    canonical = MEASURE_ALIASES.get(measure, measure)
+    if canonical not in FAITHFULNESS_LOSS_MEASURES:
+        raise ValueError(f"unknown faithfulness_loss.measure {measure!r}; valid: {list(FAITHFULNESS_LOSS_MEASURES)} "
+                         "('' = off; random, sampled, learned and model-free measures cannot choose it)")
+    if not weighted:
+        raise ValueError(f"faithfulness_loss.measure={measure!r} with comprehensiveness_weight=0 and "
+                         "sufficiency_weight=0 adds nothing: set a weight > 0, or measure='' (off)")
+    k = fl["k"]
+    if isinstance(k, bool) or int(k) != k or not 1 <= int(k) <= 100:
+        raise ValueError(f"faithfulness_loss.k={k!r} is out of range: an integer 1..100 (percent of each row's "
+                         "eligible tokens)")
+    options = ()
+    if canonical == "integrated_gradient":
+        if config.ig_variant not in IG_VARIANTS:
+            raise ValueError(f"unknown ig_variant {config.ig_variant!r}; valid: {list(IG_VARIANTS)}")
+        options = (("steps", int(config.ig_steps)), ("variant", str(config.ig_variant)))
+    return FaithfulnessLossSettings(measure=canonical, k=int(k), options=options, **numbers)
+
+
 # -- models ----------------------------------------------------------------------------------
 # ``config.model`` names a builder in nlproar_jax.models' registry ("rnn": the original's BiLSTM with
 # attention; users register their own). It is part of every experiment id, so it must be one token.
@@ -292,6 +385,8 @@ class Experiment:
     model: str = "rnn"
     options: tuple = ()  # the measure's options from config.measure_options, sorted (name, value) pairs
     mode: str = "remove"  # ROAR_MODES: "remove" masks the top k'; "keep" masks every other maskable token
+    # the training objective's faithfulness losses (config.faithfulness_loss); None: the task loss alone
+    faithfulness: Optional[FaithfulnessLossSettings] = None
 
     @classmethod
     def from_config(cls, config) -> "Experiment":
@@ -339,7 +434,7 @@ class Experiment:
                              "--config.ig_variant, not from measure_options")
         return cls(task=config.task, seed=int(config.seed), k=k, measure=measure, strategy=strategy,
                    recursive=recursive, step=step, ig_steps=int(config.ig_steps), ig_variant=config.ig_variant,
-                   model=model, options=options, mode=mode)
+                   model=model, options=options, mode=mode, faithfulness=faithfulness_loss_settings(config))
 
     # -- identity --------------------------------------------------------------------------
     @property
@@ -353,6 +448,8 @@ class Experiment:
     @property
     def id(self) -> str:
         base = f"{self.task}_{self.model}_s-{self.seed}"
+        if self.faithfulness is not None:  # regularised training; runs without it keep their old ids
+            base += f"_{self.faithfulness.tag}"
         if self.is_base:
             return base
         rec = f"r-1_st-{self.step}" if self.recursive else "r-0"
@@ -381,6 +478,9 @@ class Experiment:
     def fields(self) -> dict:
         fields = dataclasses.asdict(self)
         fields["measure_options"] = dict(fields.pop("options"))
+        fields.pop("faithfulness")  # results of runs without it keep their old fields
+        if self.faithfulness is not None:
+            fields["faithfulness_loss"] = self.faithfulness.fields()
         return {**fields, "measure_tag": self.measure_tag, "experiment_id": self.id}
 
 

@@ -56,6 +56,14 @@ def train_command(exp: Experiment, config_file: str) -> str:
         if exp.options:
             value = ",".join(f"{k}={format_option_value(v)}" for k, v in exp.options)
             parts.append(f"--config.measure_options={shlex.quote(value)}")
+    if exp.faithfulness is not None:  # a regularised run: its objective is part of its id
+        f = exp.faithfulness
+        parts += [f"--config.faithfulness_loss.{name}={getattr(f, name)}" for name in
+                  ("measure", "k", "comprehensiveness_weight", "sufficiency_weight", "comprehensiveness_margin",
+                   "sufficiency_margin")]
+        if f.measure == "integrated_gradient" and not (exp.k > 0 and exp.measure == "integrated_gradient"):
+            options = dict(f.options)
+            parts += [f"--config.ig_steps={options['steps']}", f"--config.ig_variant={options['variant']}"]
     return " ".join(parts)
 
 

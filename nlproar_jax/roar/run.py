@@ -95,17 +95,23 @@ def base_dataset_key(config) -> str:
 
 def _fit_settings(config, exp: Experiment, model) -> dict:
     """The original's schedule from ``config``: ``fit``'s keyword arguments (``optimizer="adamw"``: section
-    9's AdamW with its warm-up and betas; dropout in training as the model asks, ``train_dropout``)."""
+    9's AdamW with its warm-up and betas; dropout in training as the model asks, ``train_dropout``; the
+    faithfulness losses of ``config.faithfulness_loss`` when it is on)."""
     optimizer = str(config.get("optimizer", "amsgrad"))
     options = {}
     if optimizer == "adamw":
         options = dict(warmup=float(config.warmup), b1=float(config.adam_b1), b2=float(config.adam_b2),
                        eps=float(config.adam_eps))
-    return dict(epochs=int(config.max_epochs), batch_size=int(config.batch_size), monitor=task_spec(exp.task).monitor,
-                no_decay=tuple(getattr(model, "no_weight_decay", ())), learning_rate=float(config.learning_rate),
-                weight_decay=float(config.weight_decay), pool_batches=int(config.pool_batches),
-                optimizer=optimizer, optimizer_options=options,
-                dropout=bool(getattr(model, "train_dropout", False)))
+    settings = dict(epochs=int(config.max_epochs), batch_size=int(config.batch_size),
+                    monitor=task_spec(exp.task).monitor, no_decay=tuple(getattr(model, "no_weight_decay", ())),
+                    learning_rate=float(config.learning_rate), weight_decay=float(config.weight_decay),
+                    pool_batches=int(config.pool_batches), optimizer=optimizer, optimizer_options=options,
+                    dropout=bool(getattr(model, "train_dropout", False)))
+    if exp.faithfulness is not None:  # faithfulness-regularised training (config.faithfulness_loss)
+        from nlproar_jax.training.faithfulness_loss import FaithfulnessLoss
+
+        settings["faithfulness"] = FaithfulnessLoss.from_settings(exp.faithfulness)
+    return settings
 
 
 def _load_data(config, exp: Experiment, paths: Paths, base_data: Optional[TaskData]):

@@ -39,6 +39,7 @@ from nlproar_jax.data.dataset import Split
 from nlproar_jax.models.protocol import forward
 from nlproar_jax.runtime.progress import Progress
 from nlproar_jax.training.checkpointing import EpochCheckpoints
+from nlproar_jax.training.faithfulness_loss import FaithfulnessLoss, penalty as faithfulness_penalty
 from nlproar_jax.training.metrics import classification_metrics
 from nlproar_jax.training.optim import make_optimizer
 
@@ -51,11 +52,14 @@ class TrainState(NamedTuple):
 
 
 # -- steps -----------------------------------------------------------------------------------
-def loss_fn(params, graphdef, batch: Batch, dropout_key: Optional[jax.Array] = None) -> jax.Array:
+def loss_fn(params, graphdef, batch: Batch, dropout_key: Optional[jax.Array] = None,
+            faithfulness: Optional[FaithfulnessLoss] = None) -> jax.Array:
     """Weighted mean cross-entropy (filler rows have weight 0), plus the model's own per-row auxiliary
     loss when it has one: ``logits_and_auxiliary_loss(tokens, aux_tokens, labels) -> (logits, <f32>[B])``
     (one forward pass; the soft-attention head's). With ``dropout_key`` (a typed key) the model's
-    ``__call__`` gets it: dropout on (models whose ``train_dropout`` is True; see :func:`fit`)."""
+    ``__call__`` gets it: dropout on (models whose ``train_dropout`` is True; see :func:`fit`).
+    With ``faithfulness`` (static) plus its comprehensiveness and sufficiency losses on the batch's own
+    rationale (:mod:`nlproar_jax.training.faithfulness_loss`); None (the default) traces nothing more."""
     model = nnx.merge(graphdef, params)
     if hasattr(model, "logits_and_auxiliary_loss"):
         logits, extra = model.logits_and_auxiliary_loss(batch.tokens, batch.aux_tokens, batch.labels)
@@ -64,28 +68,35 @@ def loss_fn(params, graphdef, batch: Batch, dropout_key: Optional[jax.Array] = N
     else:
         (logits, _), extra = forward(model, batch.tokens, batch.aux_tokens), 0.0
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch.labels) + extra
-    return jnp.sum(ce * batch.weight) / jnp.maximum(jnp.sum(batch.weight), 1.0)
+    loss = jnp.sum(ce * batch.weight) / jnp.maximum(jnp.sum(batch.weight), 1.0)
+    if faithfulness is None:
+        return loss
+    # the task's logits are the deterministic full-input pass unless dropout or an auxiliary head made them
+    plain = dropout_key is None and not hasattr(model, "logits_and_auxiliary_loss")
+    return loss + faithfulness_penalty(faithfulness, graphdef, params, batch, logits if plain else None)
 
 
-def _train_step(graphdef, tx, state: TrainState, batch: Batch, dropout_key: Optional[jax.Array] = None
-                ) -> tuple[TrainState, jax.Array]:
-    loss, grads = jax.value_and_grad(loss_fn)(state.params, graphdef, batch, dropout_key)
+def _train_step(graphdef, tx, state: TrainState, batch: Batch, dropout_key: Optional[jax.Array] = None,
+                faithfulness: Optional[FaithfulnessLoss] = None) -> tuple[TrainState, jax.Array]:
+    loss, grads = jax.value_and_grad(loss_fn)(state.params, graphdef, batch, dropout_key, faithfulness)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     return TrainState(optax.apply_updates(state.params, updates), opt_state), loss
 
 
-train_step = jax.jit(_train_step, static_argnums=(0, 1), donate_argnums=(2,))
-"""One optimiser step: ``(graphdef, tx, state, batch, dropout_key=None) -> (state, loss)``; the state
-is donated. ``dropout_key``: None (no dropout) or a typed key."""
+train_step = jax.jit(_train_step, static_argnums=(0, 1, 5), donate_argnums=(2,))
+"""One optimiser step: ``(graphdef, tx, state, batch, dropout_key=None, faithfulness=None) -> (state,
+loss)``; the state is donated. ``dropout_key``: None (no dropout) or a typed key. ``faithfulness``
+(static): a :class:`~nlproar_jax.training.faithfulness_loss.FaithfulnessLoss` to add to the loss."""
 
 
-def _stacked_train_step(graphdef, tx, state: TrainState, batch: Batch, dropout_key: Optional[jax.Array] = None
-                        ) -> tuple[TrainState, jax.Array]:
-    return jax.vmap(functools.partial(_train_step, graphdef, tx))(state, batch, dropout_key)
+def _stacked_train_step(graphdef, tx, state: TrainState, batch: Batch, dropout_key: Optional[jax.Array] = None,
+                        faithfulness: Optional[FaithfulnessLoss] = None) -> tuple[TrainState, jax.Array]:
+    return jax.vmap(functools.partial(_train_step, graphdef, tx, faithfulness=faithfulness))(state, batch, dropout_key)
 
 
-stacked_train_step = jax.jit(_stacked_train_step, static_argnums=(0, 1), donate_argnums=(2,))
-"""``(graphdef, tx, state[models], batch[models], dropout_key[models] | None) -> (state, loss[models])``."""
+stacked_train_step = jax.jit(_stacked_train_step, static_argnums=(0, 1, 5), donate_argnums=(2,))
+"""``(graphdef, tx, state[models], batch[models], dropout_key[models] | None, faithfulness=None) -> (state,
+loss[models])``."""
 
 
 @functools.partial(jax.jit, static_argnums=(0,))
@@ -214,12 +225,14 @@ class _Models:
         return tx.init(params) if self.single else jax.vmap(tx.init)(params)
 
     def step(self, graphdef, tx, state: TrainState, batches: Sequence[Batch], parallel: DataParallel,
-             keys: Optional[Sequence] = None):
+             keys: Optional[Sequence] = None, faithfulness: Optional[FaithfulnessLoss] = None):
         """One step of every model; ``keys``: one dropout key per model, or None (no dropout)."""
+        extra = {} if faithfulness is None else {"faithfulness": faithfulness}  # off: the calls as they were
         if self.single:
-            return train_step(graphdef, tx, state, parallel.put_batch(batches[0]), None if keys is None else keys[0])
+            return train_step(graphdef, tx, state, parallel.put_batch(batches[0]), None if keys is None else keys[0],
+                              **extra)
         return stacked_train_step(graphdef, tx, state, parallel.put_batch(stack_batches(batches), stacked=True),
-                                  None if keys is None else jnp.stack(keys))
+                                  None if keys is None else jnp.stack(keys), **extra)
 
     def losses(self, losses: list) -> np.ndarray:
         """``<f32>[steps, models]`` from the steps' losses."""
@@ -251,7 +264,7 @@ def fit(graphdef, params: Sequence, trains: Sequence[Split], vals: Sequence[Spli
         learning_rate: float = 1e-3, weight_decay: float = 1e-5, pool_batches: int = 50,
         optimizer: str = "amsgrad", optimizer_options: Optional[dict] = None, dropout: Optional[bool] = None,
         checkpoint_dir: Optional[str] = None, metrics_paths: Optional[Sequence[str]] = None,
-        names: Optional[Sequence[str]] = None,
+        names: Optional[Sequence[str]] = None, faithfulness: Optional[FaithfulnessLoss] = None,
         on_epoch: Optional[Callable[[list[dict]], None]] = None) -> list[FitResult]:
     """Train ``len(params)`` models of one structure (``graphdef``) for ``epochs`` epochs; model ``m``
     starts from ``params[m]`` and trains on ``trains[m]`` shuffled by ``seeds[m]``. Returns one
@@ -268,7 +281,9 @@ def fit(graphdef, params: Sequence, trains: Sequence[Split], vals: Sequence[Spli
     epoch), step)``, so a resumed run draws the same masks. With ``checkpoint_dir`` the state after every epoch is
     saved there and a rerun resumes after the last saved epoch; the result equals an uninterrupted
     run. ``metrics_paths``: each model's ``metrics.jsonl``, rewritten every epoch. ``names`` name
-    the models in logs and errors. ``on_epoch`` receives each epoch's per-model records.
+    the models in logs and errors. ``on_epoch`` receives each epoch's per-model records. ``faithfulness``:
+    add its comprehensiveness and sufficiency losses to every step's loss
+    (:mod:`nlproar_jax.training.faithfulness_loss`; ``train_loss`` is then the total).
 
     Raises ``FloatingPointError`` when a model's train loss is not finite (it diverged: stopped
     before that state is checkpointed), or when its monitored metric was NaN at every epoch (no
@@ -324,7 +339,7 @@ def fit(graphdef, params: Sequence, trains: Sequence[Split], vals: Sequence[Spli
                 for i, step_rows in enumerate(zip(*rows)):
                     batches = [make_batch(t, r, batch_size) for t, r in zip(trains, step_rows)]
                     keys = None if epoch_keys is None else [jax.random.fold_in(k, i) for k in epoch_keys]
-                    state, loss = models.step(graphdef, tx, state, batches, parallel, keys)
+                    state, loss = models.step(graphdef, tx, state, batches, parallel, keys, faithfulness)
                     losses.append(loss)
                     bar.update(sum(len(r) for r in step_rows))
             losses = models.losses(losses) if losses else np.full((1, n), np.nan, np.float32)
