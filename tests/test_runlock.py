@@ -41,3 +41,24 @@ def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
     finally:
         if holder.poll() is None:
             holder.kill()
+
+
+def test_shared_work_waits_for_the_process_doing_it_then_finds_its_file(tmp_path):
+    """waiting_lock (a reference's importance): a second process waits while the first holds the lock,
+    and, after it, finds the file the first wrote instead of computing it again."""
+    lock, out = str(tmp_path / "locks" / "imp.lock"), tmp_path / "imp.npz"
+    work = ("import os, sys, time; from nlproar_jax.runtime.runlock import waiting_lock\n"
+            "lock, out, pause = sys.argv[1], sys.argv[2], float(sys.argv[3])\n"
+            "with waiting_lock(lock, 'imp'):\n"
+            "    print('in', flush=True)\n"
+            "    if os.path.exists(out):\n        print('found', flush=True)\n"
+            "    else:\n        time.sleep(pause); open(out, 'w').write('x'); print('computed', flush=True)\n")
+    first = subprocess.Popen([sys.executable, "-c", work, lock, str(out), "3"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert first.stdout.readline().strip() == "in"
+        second = subprocess.run([sys.executable, "-c", work, lock, str(out), "0"], capture_output=True, text=True,
+                                timeout=60)
+        assert second.stdout.split() == ["in", "found"]  # it waited: the first had written the file by then
+        assert first.stdout.readline().strip() == "computed"
+    finally:
+        first.wait(timeout=30)

@@ -119,3 +119,31 @@ def test_workers_default_to_one_per_gpu_else_one_per_core(monkeypatch, tmp_path)
     assert run_parallel(runs, [sys.executable, "-c", worker], 2, str(tmp_path)) == []
     seen = sorted(open(tmp_path / f"worker-{i}.log").read().strip() for i in range(2))
     assert seen == ["sees 0", "sees 3"]
+
+
+def test_the_runner_starts_runs_that_share_no_work_with_running_ones_first():
+    """Runs masking by one measure on one model share its importance (one process computes it); with
+    other work ready, an idle worker takes that instead of waiting for the shared importance."""
+    from nlproar_jax.roar.plan import plan_grid
+    from nlproar_jax.runtime.workers import next_run
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("cfg", os.path.join(REPO_ROOT, "configs/synthetic.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    c = module.get_config()
+    c.grid.measures, c.grid.quantile_k, c.grid.random_quantile_k = ("gradient", "attention"), (10, 20), ()
+    plan = plan_grid(c)
+    todo = {r.id: r for r in plan}
+    base = plan[0].id
+    waiting = set(todo) - {base}
+    ready = lambda rid: all(a == base for a in todo[rid].after)  # noqa: E731 - the base model is done
+    first = next_run(todo, waiting, ready, busy_shares=set())
+    assert todo[first].experiment.measure == "gradient" and todo[first].experiment.k == 10
+    waiting.discard(first)
+    second = next_run(todo, waiting, ready, busy_shares={todo[first].shares})
+    assert todo[second].experiment.measure == "attention"  # not gradient k = 20, which would wait
+    assert todo[second].shares != todo[first].shares != ""
+    # nothing else ready: the run that waits for the shared work is handed out all the same
+    only = {rid for rid in waiting if todo[rid].shares == todo[first].shares}
+    assert next_run(todo, only, ready, busy_shares={todo[first].shares}) in only

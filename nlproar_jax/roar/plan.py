@@ -39,6 +39,14 @@ class PlannedRun:
     def command_args(self) -> list[str]:
         return [f"--config.{k}={v}" for k, v in self.overrides]
 
+    @property
+    def shares(self) -> str:
+        """What this run computes that other runs of the plan need too: its reference's importance by its
+        measure (every k masked by one measure on one model shares it; "" for a base model). The parallel
+        runner avoids starting two runs that share it at once while other work is ready."""
+        ref = self.experiment.reference()
+        return "" if ref is None else f"{ref.id}__{self.experiment.measure_tag}"
+
 
 def _run(config, seed, k=0, measure="random", strategy="quantile", recursive=False, mode="remove") -> PlannedRun:
     overrides = [("seed", seed), ("k", k)]

@@ -11,6 +11,7 @@ import logging
 import os
 import shlex
 import time
+from typing import Optional
 
 import jax
 import numpy as np
@@ -23,6 +24,7 @@ from nlproar_jax.importance import mutual_information_table
 from nlproar_jax.models import build_from_config, split as split_model
 from nlproar_jax.names import LEARNED, MODEL_FREE, Experiment, Paths, format_option_value
 from nlproar_jax.roar.scores import importance_over_split, mask_split
+from nlproar_jax.runtime.runlock import waiting_lock
 from nlproar_jax.training import checkpointing
 
 log = logging.getLogger("nlproar_jax")
@@ -102,13 +104,30 @@ def experiment_measure(exp: Experiment, config, ref_data: TaskData):
     return importance.get(exp.measure, **options)
 
 
-def reference_importance(paths: Paths, exp: Experiment, ref: Experiment, ref_data: TaskData, config
-                         ) -> dict[str, np.ndarray]:
-    """Per split, the reference's importance aligned with ``main.values``; computed once, cached on disk."""
+def reference_importance(paths: Paths, exp: Experiment, ref: Experiment, ref_data: TaskData, config,
+                         only: Optional[str] = None) -> dict[str, np.ndarray]:
+    """Per split, the reference's importance aligned with ``main.values``; computed once, cached on disk.
+    One process computes it: another that needs it meanwhile (a parallel sweep's other worker, another
+    Slurm job on the same ``persistent_dir``) waits on the file's lock and then reads what was written.
+
+    ``only`` (a split name; the erasure evaluation's): when the every-split file ROAR uses is not there,
+    compute that split alone, with the random key it has in the full computation (so its scores are the
+    full file's), and cache it in a file of its own (``<file>.<split>.npz``); returns ``{only: scores}``."""
     path = paths.importance(ref, exp.measure_tag)
-    if os.path.exists(path):
-        with np.load(path) as z:
-            return {name: z[name] for name in ref_data.splits}
+    if only is not None and not os.path.exists(path):
+        path = f"{path[:-len('.npz')]}.{only}.npz"
+    names = list(ref_data.splits) if only is None else [only]
+    if not os.path.exists(path):
+        lock = os.path.join(os.path.dirname(paths.lock(ref)), "importance__" + os.path.basename(path) + ".lock")
+        with waiting_lock(lock, what=f"importance {exp.measure_tag} of {ref.id}"):
+            if not os.path.exists(path):  # not written while this process waited
+                return _compute_importance(paths, exp, ref, ref_data, config, path, names)
+    with np.load(path) as z:
+        return {name: z[name] for name in names}
+
+
+def _compute_importance(paths: Paths, exp: Experiment, ref: Experiment, ref_data: TaskData, config, path: str,
+                        names: list[str]) -> dict[str, np.ndarray]:
     model = None  # model-free measures need only the data
     if exp.measure not in MODEL_FREE:
         if not checkpointing.params_exist(paths.model(ref)):
@@ -122,7 +141,9 @@ def reference_importance(paths: Paths, exp: Experiment, ref: Experiment, ref_dat
         log.info("importance %s on %s: fitted on %d training examples in %.1fs", exp.measure_tag, ref.id,
                  len(ref_data.splits["train"]), time.perf_counter() - t0)
     scores = {}
-    for i, (name, split) in enumerate(ref_data.splits.items()):
+    for i, (name, split) in enumerate(ref_data.splits.items()):  # i: the split's key, whichever are computed
+        if name not in names:
+            continue
         t0 = time.perf_counter()
         key = jax.random.fold_in(jax.random.key(ref.seed), i)
         scores[name] = importance_over_split(model, split, measure, key=key, batch_size=int(config.batch_size),

@@ -59,3 +59,26 @@ def run_locks(lock_paths: Sequence[str]) -> Iterator[None]:
     finally:
         for fd in fds:
             os.close(fd)  # releases the flock
+
+
+@contextlib.contextmanager
+def waiting_lock(lock_path: str, what: str = "") -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``lock_path`` (created if missing, never deleted) until the block
+    ends, waiting for another process that holds it (logging once who, when it has to wait). For work
+    that several runs share and one process should do while the others wait for its file (a reference's
+    importance), unlike :func:`run_locks`, which refuses a second copy of a run."""
+    import logging
+
+    os.makedirs(os.path.dirname(os.path.abspath(lock_path)), exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            logging.getLogger("nlproar_jax").info("waiting for %s: %s computes it", what or lock_path, _holder(fd))
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
+        yield
+    finally:
+        os.close(fd)

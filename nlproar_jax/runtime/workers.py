@@ -108,7 +108,7 @@ def run_parallel(runs: Sequence, worker_argv: list[str], workers: int, log_dir: 
             for i, p in enumerate(procs):
                 if i in busy:
                     continue
-                nxt = next((r for r in todo if r in waiting and ready(r)), None)
+                nxt = next_run(todo, waiting, ready, busy_shares={getattr(todo[r], "shares", "") for r, _ in busy.values()})
                 if nxt is None:
                     break
                 waiting.discard(nxt)
@@ -152,6 +152,20 @@ def run_parallel(runs: Sequence, worker_argv: list[str], workers: int, log_dir: 
             except subprocess.TimeoutExpired:
                 p.kill()
     return sorted(failed)
+
+
+def next_run(todo: dict, waiting: set, ready, busy_shares: set) -> Optional[str]:
+    """The next run to hand out: the first ready one in plan order that shares no work
+    (:attr:`~nlproar_jax.roar.plan.PlannedRun.shares`) with a running one, else the first ready one (it
+    waits for the shared work: a reference's importance is computed by one process, under a lock)."""
+    first = None
+    for rid in todo:
+        if rid in waiting and ready(rid):
+            shares = getattr(todo[rid], "shares", "")
+            if not shares or shares not in busy_shares:
+                return rid
+            first = first or rid
+    return first
 
 
 def worker_loop(run_one, stdin=None, stdout=None) -> None:
