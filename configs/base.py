@@ -129,6 +129,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.evaluation.removal = "mask"  # "mask": [MASK] in place, as ROAR; "delete": drop and re-pack, as ERASER
     c.evaluation.target = "gold"  # the class explained: the "gold" label (what the measures explain) | "predicted"
     c.evaluation.bins = (1, 5, 10, 20, 50)  # % of each row's eligible tokens removed / kept (ERASER's bins)
+    c.evaluation.importance_splits = "all"  # uncached importance: "all" splits (ROAR reuses it) | "evaluated" only
     c.evaluation.aopc = "mean"  # the table's AOPC: "mean" over bins (ERASER, ferret) | "unirex" (sum / (bins + 1))
     # --- where things go -------------------------------------------------------------------
     c.persistent_dir = "./runs"

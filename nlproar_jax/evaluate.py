@@ -16,7 +16,8 @@ k = 0 base model itself, on ``config.evaluation.split`` (the test split by defau
 The grid is ``config.grid.seeds`` x ``config.grid.measures``. The scores are the importance files
 ROAR's classic runs mask by (:func:`~nlproar_jax.roar.references.reference_importance`: computed and
 cached here where the sweep has not, DiffMask fitted first), so both benchmarks judge the same
-scores. One JSON per (base run, measure) goes to ``<persistent_dir>/erasure/<base id>_y-<measure
+scores; ``evaluation.importance_splits="evaluated"`` computes an uncached measure on the evaluated
+split alone (cached apart, the same scores), for measures too slow to score every split. One JSON per (base run, measure) goes to ``<persistent_dir>/erasure/<base id>_y-<measure
 tag>.json`` (:meth:`~nlproar_jax.names.Paths.erasure`; non-default split, removal, target or bins add
 a suffix, so settings never overwrite each other). A file already there is skipped: a rerun is
 instant and an interrupted one resumes (a file without plausibility, for a task that has gold rationales
@@ -41,6 +42,10 @@ log = logging.getLogger("nlproar_jax")
 DEFAULT_SPLIT = "test"
 DEFAULT_REMOVAL = "mask"
 DEFAULT_TARGET = "gold"
+# Which splits a measure's importance is computed on when ROAR has not cached it: "all" (the file every
+# ROAR run of that measure reuses) or "evaluated" (only the split evaluated; cached apart, for measures
+# too slow to score every split just for an evaluation). The scores are the same either way.
+IMPORTANCE_SPLITS = ("all", "evaluated")
 
 
 # -- settings --------------------------------------------------------------------------------
@@ -51,7 +56,10 @@ def evaluation_settings(config) -> dict:
 
     ev = config.evaluation
     settings = {"split": ev.split, "removal": ev.removal, "target": ev.target, "bins": list(check_bins(ev.bins)),
-                "aopc_normalisation": ev.aopc}
+                "aopc_normalisation": ev.aopc, "importance_splits": ev.get("importance_splits", "all")}
+    if settings["importance_splits"] not in IMPORTANCE_SPLITS:
+        raise ValueError(f"unknown evaluation.importance_splits {settings['importance_splits']!r}; valid: "
+                         f"{list(IMPORTANCE_SPLITS)}")
     for field, value, valid in (("split", ev.split, SPLITS), ("removal", ev.removal, REMOVALS),
                                 ("target", ev.target, TARGETS), ("aopc", ev.aopc, AOPC_NORMALISATIONS)):
         if value not in valid:
@@ -168,10 +176,13 @@ def evaluate_measure(paths, config, settings: dict, base, exp, data, model, gold
 
     split = data.splits[settings["split"]]
     importance_path = paths.importance(base, exp.measure_tag)
+    only = settings["split"] if settings.get("importance_splits") == "evaluated" else None
+    if only is not None and not os.path.exists(importance_path):
+        importance_path = f"{importance_path[:-len('.npz')]}.{only}.npz"
     cached = os.path.exists(importance_path)
     seconds = {}
     t0 = time.perf_counter()
-    scores = reference_importance(paths, exp, base, data, config)[settings["split"]]
+    scores = reference_importance(paths, exp, base, data, config, only=only)[settings["split"]]
     seconds["importance"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     erasure = erasure_over_split(model, split, scores, batch_size=int(config.batch_size), bins=settings["bins"],
@@ -195,7 +206,7 @@ def evaluate_measure(paths, config, settings: dict, base, exp, data, model, gold
         "ig_steps": exp.ig_steps if exp.measure == "integrated_gradient" else None,
         "ig_variant": exp.ig_variant if exp.measure == "integrated_gradient" else None,
         "importance_file": os.path.relpath(importance_path, paths.root), "importance_cached": cached,
-        "split": settings["split"], "rows": len(split), "settings": dict(settings, plausibility_k="gold"),
+        "split": settings["split"], "rows": len(split), "settings": {**{k: v for k, v in settings.items() if k != "importance_splits"}, "plausibility_k": "gold"},
         "metrics": metrics, "erasure": erasure, "plausibility": plaus,
         "gold_rationales": None if gold is None else f"{base.task}: {GOLD_RATIONALES[base.task].__name__}",
         "seconds": seconds, **environment()}

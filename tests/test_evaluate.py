@@ -153,3 +153,37 @@ def test_settings_and_gold_alignment(tmp_path):
     config.dataset.seed = 1  # another generator seed: other documents
     with pytest.raises(ValueError, match="do not line up|non-signal"):
         synthetic_gold(config, data, "test")
+
+
+def test_evaluated_split_only_importance_gives_the_same_scores(evaluated, tmp_path):
+    """``evaluation.importance_splits="evaluated"``: an uncached measure is scored on the evaluated split
+    alone (with the random key it has in the every-split computation), cached apart from ROAR's file, and
+    every metric equals the every-split evaluation's."""
+    import shutil
+
+    import numpy as np
+
+    from nlproar_jax.evaluate import evaluate_grid
+    from nlproar_jax.names import Paths
+
+    config, _, evaluations = evaluated
+    copy = tmp_path / "copy"
+    shutil.copytree(config.persistent_dir, copy)
+    shutil.rmtree(copy / "erasure")
+    c = config.copy_and_resolve_references()
+    c.persistent_dir, c.grid.measures, c.evaluation.importance_splits = str(copy), ("random", "gradient"), "evaluated"
+    paths = Paths(str(copy))
+    for tag in ("random", "gradient"):
+        os.remove(paths.importance("synthetic_rnn_s-0", tag))
+    again = {e["measure"]: e for e in evaluate_grid(c)}
+    before = {e["measure"]: e for e in evaluations}
+    for tag in ("random", "gradient"):
+        full = paths.importance("synthetic_rnn_s-0", tag)
+        assert not os.path.exists(full) and again[tag]["importance_file"].endswith(f"__{tag}.test.npz")
+        with np.load(full[:-len(".npz")] + ".test.npz") as z, \
+                np.load(os.path.join(config.persistent_dir, before[tag]["importance_file"])) as ref:
+            assert list(z) == ["test"] and np.array_equal(z["test"], ref["test"])
+        assert again[tag]["metrics"] == before[tag]["metrics"] and again[tag]["settings"] == before[tag]["settings"]
+    with pytest.raises(ValueError, match=r"unknown evaluation.importance_splits 'some'; valid: \['all', 'evaluated'\]"):
+        c.evaluation.importance_splits = "some"
+        evaluate_grid(c)
