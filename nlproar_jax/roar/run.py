@@ -73,6 +73,9 @@ def environment() -> dict:
     device = jax.devices()[0]
     return {"device": f"{device.platform}:{getattr(device, 'device_kind', '')}", "device_count": jax.device_count(),
             "hostname": platform.node(), "python": platform.python_version(),
+            # XLA:CPU splits large reductions by its thread pool, so float results depend on the cores a
+            # process may use (a parallel sweep's worker: its own; the serial sweep: all); recorded
+            "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
             "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
             "versions": {"jax": jax.__version__, "flax": flax.__version__, "optax": optax.__version__,
                          "orbax-checkpoint": orbax.checkpoint.__version__, "numpy": np.__version__}}
