@@ -27,6 +27,8 @@ flags.DEFINE_bool("dry_run", False, "Print the plan (one line per run, with what
 flags.DEFINE_integer("workers", 0, "Run independent runs on this many worker processes, each pinned to its "
                      "own cores (1 = every run in this process, one after another; 0 = auto: one per local "
                      "GPU, each seeing only its own, else one per CPU core).")
+flags.DEFINE_bool("pin_workers", True, "Pin each worker of a --workers sweep to its own cores (False: every "
+                  "worker may use every core, and the operating system shares them out).")
 flags.DEFINE_bool("worker", False, "Internal: be one worker of a --workers sweep (run ids on stdin).")
 flags.DEFINE_string("only", None, "Run only these runs of the plan (comma-separated experiment ids, as the "
                     "dry run prints them), in plan order; the Slurm launcher's tasks of several runs use this.")
@@ -133,7 +135,8 @@ def run_parallel_plan(config, plan, workers: int) -> None:
         return
     argv = [sys.executable, "-m", "nlproar_jax.sweep", *without_flag(sys.argv[1:], "workers"), "--worker"]
     try:
-        failed = run_parallel(todo, argv, min(workers, len(todo)), os.path.join(paths.root, "logs"))
+        failed = run_parallel(todo, argv, min(workers, len(todo)), os.path.join(paths.root, "logs"),
+                              pin=flags.FLAGS.pin_workers)
     except RuntimeError as e:  # a worker died (killed, out of memory): what finished is on disk
         logging.getLogger("nlproar_jax").error("%s; rerun the same command to continue the grid", e)
         sys.exit(1)

@@ -59,7 +59,7 @@ def core_groups(workers: int, cores: Optional[Sequence[int]] = None) -> list[lis
 
 
 def run_parallel(runs: Sequence, worker_argv: list[str], workers: int, log_dir: str,
-                 env: Optional[dict] = None) -> list[str]:
+                 env: Optional[dict] = None, pin: bool = True) -> list[str]:
     """Run ``runs`` (:class:`~nlproar_jax.roar.plan.PlannedRun`, plan order; ``after`` naming runs among
     them or already finished) on ``workers`` processes of ``worker_argv``; return the ids that failed or
     could not start because a run they need failed.
@@ -80,17 +80,17 @@ def run_parallel(runs: Sequence, worker_argv: list[str], workers: int, log_dir: 
         path = os.path.join(log_dir, f"worker-{i}.log")
         logs.append(path)
         f = open(path, "a")
-        pin = (lambda c=cores: os.sched_setaffinity(0, c)) if hasattr(os, "sched_setaffinity") else None
+        pin_to = (lambda c=cores: os.sched_setaffinity(0, c)) if pin and hasattr(os, "sched_setaffinity") else None
         worker_env = dict(os.environ if env is None else env)
         if len(gpus) > 1:  # each worker sees one GPU (round-robin when there are more workers than GPUs)
             worker_env["CUDA_VISIBLE_DEVICES"] = gpus[i % len(gpus)]
         p = subprocess.Popen(worker_argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=f, text=True,
-                             bufsize=1, env=worker_env, preexec_fn=pin)
+                             bufsize=1, env=worker_env, preexec_fn=pin_to)
         f.close()
         procs.append(p)
         sel.register(p.stdout, selectors.EVENT_READ, i)
     log.info("%d runs on %d workers (cores %s%s); logs: %s", len(todo), workers,
-             " | ".join(",".join(map(str, g)) for g in groups),
+             " | ".join(",".join(map(str, g)) for g in groups) if pin else "not pinned",
              f"; GPUs {' | '.join(gpus[i % len(gpus)] for i in range(workers))}" if len(gpus) > 1 else "", log_dir)
     t0, finished = time.perf_counter(), 0
 
