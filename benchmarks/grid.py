@@ -7,11 +7,15 @@
 2. ``serial``: ``python -m nlproar_jax.sweep --workers=1`` (one process, runs one after another: the
    sweep before the parallel runner);
 3. ``parallel``: ``python -m nlproar_jax.sweep --workers=N`` (N pinned worker processes; N = this
-   process's cores unless ``--workers`` says otherwise: the sweep's default).
+   process's cores unless ``--workers`` says otherwise: the sweep's default);
+4. ``parallel_unpinned`` (not by default): the same with ``--nopin_workers`` (every worker may use every
+   core).
 
-Each way starts from an empty persistent directory with a warm dataset cache and no compilation cache
-(``--config.compilation_cache_dir=none``), so compilation is counted each time, as on a fresh cluster
-job. Ways are interleaved per repeat; one JSON line per (way, repeat) with the wall time and seconds
+Each way starts from an empty persistent directory with a warm dataset cache. ``--cache fresh`` (the
+default) leaves XLA's persistent compilation cache where a user's grid has it, inside that directory:
+it starts empty, so each program is compiled once per grid and every later process of the grid (a
+command line, a worker) loads it; ``--cache none`` (``--config.compilation_cache_dir=none``) turns it
+off, so every process compiles everything it runs, as a job on a machine without a shared cache. Ways are interleaved per repeat; one JSON line per (way, repeat) with the wall time and seconds
 per run, then one line of ratios (medians). Extra ``--config.*`` arguments go to every command.
 """
 from __future__ import annotations
@@ -40,6 +44,14 @@ def plan_args(config: str, overrides: list[str]) -> list[list[str]]:
     return json.loads(out.stdout)
 
 
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor()
+
+
 def run(cmd: list[str]) -> float:
     t0 = time.perf_counter()
     subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -52,14 +64,16 @@ def main() -> None:
     p.add_argument("--config", default="configs/synthetic.py")
     p.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
     p.add_argument("--repeats", type=int, default=1)
-    p.add_argument("--ways", nargs="+", default=["cli", "serial", "parallel"], choices=["cli", "serial", "parallel"])
+    p.add_argument("--ways", nargs="+", default=["cli", "serial", "parallel"], choices=["cli", "serial", "parallel", "parallel_unpinned"])
+    p.add_argument("--cache", default="fresh", choices=["fresh", "none"],
+                   help="XLA's compilation cache: fresh (empty, inside each way's directory) or none (off)")
     p.add_argument("--out", default=None)
     a, overrides = p.parse_known_args()
     runs = plan_args(a.config, overrides)
     cache = tempfile.mkdtemp(prefix="nlproar-grid-data-")  # warm dataset cache shared by every way
     rows, times = [], {w: [] for w in a.ways}
-    common = {"config": a.config, "overrides": overrides, "runs": len(runs), "workers": a.workers,
-              "hostname": platform.node(), "cpus": len(os.sched_getaffinity(0)), "python": platform.python_version()}
+    common = {"config": a.config, "overrides": overrides, "runs": len(runs), "workers": a.workers, "cache": a.cache,
+              "hostname": platform.node(), "cpu": cpu_model(), "date": time.strftime("%Y-%m-%d"), "cpus": len(os.sched_getaffinity(0)), "python": platform.python_version()}
     try:
         for repeat in range(a.repeats):
             for way in a.ways:
@@ -67,14 +81,18 @@ def main() -> None:
                 os.makedirs(os.path.join(d, "cache"), exist_ok=True)
                 if os.path.isdir(os.path.join(cache, "datasets")):
                     shutil.copytree(os.path.join(cache, "datasets"), os.path.join(d, "cache", "datasets"))
-                base = [f"--config={a.config}", *overrides, f"--config.persistent_dir={d}",
-                        "--config.compilation_cache_dir=none"]
+                base = [f"--config={a.config}", *overrides, f"--config.persistent_dir={d}"]
+                if a.cache == "none":
+                    base.append("--config.compilation_cache_dir=none")
                 if way == "cli":
                     seconds = sum(run([sys.executable, "-m", "nlproar_jax.train", *base, *r]) for r in runs)
                 elif way == "serial":
                     seconds = run([sys.executable, "-m", "nlproar_jax.sweep", *base, "--workers=1"])
-                else:
+                elif way == "parallel":
                     seconds = run([sys.executable, "-m", "nlproar_jax.sweep", *base, f"--workers={a.workers}"])
+                else:
+                    seconds = run([sys.executable, "-m", "nlproar_jax.sweep", *base, f"--workers={a.workers}",
+                                   "--nopin_workers"])
                 if not os.path.isdir(os.path.join(cache, "datasets")):
                     shutil.copytree(os.path.join(d, "cache", "datasets"), os.path.join(cache, "datasets"))
                 done = len(os.listdir(os.path.join(d, "results")))
