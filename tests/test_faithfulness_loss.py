@@ -1,7 +1,6 @@
 """Faithfulness-regularised training (UNIREX's comprehensiveness and sufficiency losses on the model's own
 rationale): the losses are a direct computation's, differentiable, move the parameters, and off means the
 old training step exactly; the config's errors name the bad value."""
-import dataclasses
 import re
 
 import jax
