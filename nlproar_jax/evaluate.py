@@ -171,14 +171,12 @@ def evaluate_measure(paths, config, settings: dict, base, exp, data, model, gold
     from nlproar_jax.evaluation.erasure import erasure_over_split
     from nlproar_jax.evaluation.plausibility import plausibility
     from nlproar_jax.names import write_json_atomic
-    from nlproar_jax.roar.references import reference_importance
+    from nlproar_jax.roar.references import importance_file, reference_importance
     from nlproar_jax.roar.run import environment
 
     split = data.splits[settings["split"]]
-    importance_path = paths.importance(base, exp.measure_tag)
     only = settings["split"] if settings.get("importance_splits") == "evaluated" else None
-    if only is not None and not os.path.exists(importance_path):
-        importance_path = f"{importance_path[:-len('.npz')]}.{only}.npz"
+    importance_path = importance_file(paths, base, exp.measure_tag, only)
     cached = os.path.exists(importance_path)
     seconds = {}
     t0 = time.perf_counter()

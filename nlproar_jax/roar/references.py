@@ -104,6 +104,15 @@ def experiment_measure(exp: Experiment, config, ref_data: TaskData):
     return importance.get(exp.measure, **options)
 
 
+def importance_file(paths: Paths, ref, measure_tag: str, only: Optional[str] = None) -> str:
+    """The file :func:`reference_importance` reads or writes: ROAR's every-split file, or with ``only``
+    (a split name) and no such file, that split's own (``<file>.<split>.npz``)."""
+    path = paths.importance(ref, measure_tag)
+    if only is not None and not os.path.exists(path):
+        path = f"{path[:-len('.npz')]}.{only}.npz"
+    return path
+
+
 def reference_importance(paths: Paths, exp: Experiment, ref: Experiment, ref_data: TaskData, config,
                          only: Optional[str] = None) -> dict[str, np.ndarray]:
     """Per split, the reference's importance aligned with ``main.values``; computed once, cached on disk.
@@ -113,9 +122,7 @@ def reference_importance(paths: Paths, exp: Experiment, ref: Experiment, ref_dat
     ``only`` (a split name; the erasure evaluation's): when the every-split file ROAR uses is not there,
     compute that split alone, with the random key it has in the full computation (so its scores are the
     full file's), and cache it in a file of its own (``<file>.<split>.npz``); returns ``{only: scores}``."""
-    path = paths.importance(ref, exp.measure_tag)
-    if only is not None and not os.path.exists(path):
-        path = f"{path[:-len('.npz')]}.{only}.npz"
+    path = importance_file(paths, ref, exp.measure_tag, only)
     names = list(ref_data.splits) if only is None else [only]
     if not os.path.exists(path):
         lock = os.path.join(os.path.dirname(paths.lock(ref)), "importance__" + os.path.basename(path) + ".lock")
