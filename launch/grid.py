@@ -17,6 +17,9 @@ Slurm: runs of one kind that wait for the same runs form one job (base; lead
 runs that compute a shared importance; the other classic runs of each measure as
 an array; each recursive step of each measure), each waiting with
 ``--dependency=afterok`` for exactly the array tasks that run what it needs.
+With ``--gpus`` (and ``grid.classic_together`` not "false") each classic job is one
+task holding all its runs, which trains every k of a measure and strategy as one
+vmapped program on the GPU (``grid.classic_together="auto"`` there).
 Resources default per task (``launch.slurm.DEFAULT_TIME``/``DEFAULT_RESOURCES``,
 printed before submitting; no GPU unless ``--gpus``), and the request is
 checked against the partition first. Scripts, args files and the submission
@@ -39,7 +42,7 @@ from ml_collections import config_flags  # noqa: E402
 
 from nlproar_jax.analysis.tables import format_roar_table  # noqa: E402
 from nlproar_jax.names import Paths  # noqa: E402
-from nlproar_jax.sweep import plan_results, run_plan  # noqa: E402  (defines --config and --dry_run)
+from nlproar_jax.sweep import classic_together, plan_results, run_plan  # noqa: E402  (defines --config and --dry_run)
 from nlproar_jax.runtime.commandline import config_from_flags, run_command, setup_logging  # noqa: E402
 
 BACKENDS = ("slurm", "local")
@@ -64,6 +67,14 @@ flags.DEFINE_string("slurm_log_dir", None, "Where job output goes (default: <per
 flags.DEFINE_bool("share_importance", True, "Run one user of each shared importance file first (it computes "
                   "and caches the importance) and the other users after it, instead of all computing it.")
 flags.DEFINE_bool("check", True, "Check the request against the partition (sinfo, sbatch --test-only) first.")
+
+
+def whole_task_kinds(gpus: int, grouping) -> tuple[str, ...]:
+    """The job kinds that run as one task: ("classic",) when tasks get GPUs and ``grouping``
+    (``config.grid.classic_together``, evaluated for a GPU backend) groups there, so one process trains
+    each measure's classic runs as one vmapped program; else none."""
+    return ("classic",) if gpus > 0 and classic_together(grouping, backend="gpu") else ()
+
 
 _OURS = ("dry_run", "backend", "partition", "account", "time", "mem", "gpus", "cpus", "runs_per_task",
          "sbatch_option", "array_limit", "python", "setup", "script_dir", "slurm_log_dir", "share_importance", "check")
@@ -146,7 +157,8 @@ def main(argv) -> None:
             extra=tuple(FLAGS.sbatch_option))
         runs_per_task = FLAGS.runs_per_task or slurm.default_resources(config.task).runs_per_task
         jobs = joblib.group_jobs(pending, persistent_dir, share_importance=FLAGS.share_importance,
-                                 runs_per_task=runs_per_task, active=[r for r in plan if r.id in queued])
+                                 runs_per_task=runs_per_task, active=[r for r in plan if r.id in queued],
+                                 whole_kinds=whole_task_kinds(FLAGS.gpus, config.grid.classic_together))
     except ValueError as e:
         log.error("%s", e)
         sys.exit(2)

@@ -121,7 +121,8 @@ def importance_leads(pending: Sequence[PlannedRun], persistent_dir: str,
 
 
 def group_jobs(pending: Sequence[PlannedRun], persistent_dir: str, *, share_importance: bool = True,
-               runs_per_task: int = 1, active: Sequence[PlannedRun] = ()) -> list[Job]:
+               runs_per_task: int = 1, active: Sequence[PlannedRun] = (),
+               whole_kinds: Collection[str] = ()) -> list[Job]:
     """The pending runs as jobs, in an order where every job comes after the jobs it waits for.
 
     Args:
@@ -133,6 +134,10 @@ def group_jobs(pending: Sequence[PlannedRun], persistent_dir: str, *, share_impo
         start-up and compiled programs between short runs, at the price of coarser dependencies.
       active: the runs queued or running from an earlier launch; pending runs may wait for them (an
         active user of a shared importance file is its lead).
+      whole_kinds: job kinds ("base", "lead", "classic", "recursive") whose jobs run all their runs in one
+        task, whatever ``runs_per_task`` says: on GPUs the launcher passes ("classic",), so a measure's
+        classic runs (every k of one strategy) reach one process, where ``grid.classic_together="auto"``
+        trains them as one vmapped program.
     Raises:
       ValueError: a run waits for a run that is neither pending nor active, ``runs_per_task`` < 1, or
         the groups form a cycle (a plan bug).
@@ -177,7 +182,8 @@ def group_jobs(pending: Sequence[PlannedRun], persistent_dir: str, *, share_impo
     for key, runs in sorted(members.items(), key=lambda item: order.index(named[item[0]])):
         name = named[key]
         kind = "lead" if runs[0].id in lead_ids else _kind(runs[0].experiment)
-        tasks = tuple(tuple(runs[i:i + runs_per_task]) for i in range(0, len(runs), runs_per_task))
+        per_task = len(runs) if kind in whole_kinds else runs_per_task
+        tasks = tuple(tuple(runs[i:i + per_task]) for i in range(0, len(runs), per_task))
         jobs.append(Job(name, tasks, tuple(sorted(key[1])), tuple(sorted(direct[name], key=order.index)), kind))
     return jobs
 

@@ -120,6 +120,24 @@ def test_runs_per_task_packs_runs_into_tasks(config, tmp_path):
         joblib.group_jobs(joblib.pending_runs(plan, str(tmp_path)), str(tmp_path), runs_per_task=0)
 
 
+def test_on_gpus_each_classic_job_is_one_task_so_its_runs_train_as_one_program(config, tmp_path):
+    from launch.grid import whole_task_kinds
+
+    assert whole_task_kinds(1, "auto") == ("classic",) and whole_task_kinds(0, "auto") == ()
+    assert whole_task_kinds(2, "false") == () and whole_task_kinds(1, True) == ("classic",)
+    plan = plan_grid(config)
+    pending = joblib.pending_runs(plan, str(tmp_path))
+    jobs = {j.name: j for j in joblib.group_jobs(pending, str(tmp_path), whole_kinds=("classic",))}
+    random = jobs["synthetic-s0-classic-random"]  # quantile 10, 20, 30, 100 and count 1, 2
+    assert len(random.tasks) == 1 and len(random.runs) == 6 and not random.is_array
+    assert slurm.args_lines(random) == [",".join(run.id for run in random.runs)]
+    # the sweep in that task groups each strategy's consecutive runs into one program
+    from nlproar_jax.sweep import group_classic_runs
+    assert sorted(len(g) for g in group_classic_runs(list(random.runs))) == [2, 4]
+    # other kinds keep runs_per_task
+    assert all(len(t) == 1 for j in jobs.values() if j.kind != "classic" for t in j.tasks)
+
+
 def test_queued_runs_are_not_submitted_again_and_their_dependents_wait_for_them(config, tmp_path):
     """A relaunch while an earlier launch's jobs are queued: squeue's entries (array ranges, single
     running tasks, plain jobs) map back to runs through the launch records."""
