@@ -44,6 +44,16 @@ def plan_args(config: str, overrides: list[str]) -> list[list[str]]:
     return json.loads(out.stdout)
 
 
+def warm_datasets(config: str, overrides: list[str], directory: str) -> None:
+    """Build the task's encoded dataset cache under ``directory`` (``cache/datasets``), so no way pays for
+    it (each way's directory starts with a copy)."""
+    code = ("import sys\nfrom absl import flags\nfrom nlproar_jax.runtime import commandline\n"
+            "from nlproar_jax.roar.run import load_base_data\n"
+            "flags.FLAGS(sys.argv)\nload_base_data(flags.FLAGS.config)\n")
+    subprocess.run([sys.executable, "-c", code, f"--config={config}", *overrides,
+                    f"--config.persistent_dir={directory}"], cwd=ROOT, check=True, capture_output=True)
+
+
 def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as f:
@@ -71,6 +81,7 @@ def main() -> None:
     a, overrides = p.parse_known_args()
     runs = plan_args(a.config, overrides)
     cache = tempfile.mkdtemp(prefix="nlproar-grid-data-")  # warm dataset cache shared by every way
+    warm_datasets(a.config, overrides, cache)
     rows, times = [], {w: [] for w in a.ways}
     common = {"config": a.config, "overrides": overrides, "runs": len(runs), "workers": a.workers, "cache": a.cache,
               "hostname": platform.node(), "cpu": cpu_model(), "date": time.strftime("%Y-%m-%d"), "cpus": len(os.sched_getaffinity(0)), "python": platform.python_version()}
@@ -79,8 +90,7 @@ def main() -> None:
             for way in a.ways:
                 d = tempfile.mkdtemp(prefix=f"nlproar-grid-{way}-")
                 os.makedirs(os.path.join(d, "cache"), exist_ok=True)
-                if os.path.isdir(os.path.join(cache, "datasets")):
-                    shutil.copytree(os.path.join(cache, "datasets"), os.path.join(d, "cache", "datasets"))
+                shutil.copytree(os.path.join(cache, "cache", "datasets"), os.path.join(d, "cache", "datasets"))
                 base = [f"--config={a.config}", *overrides, f"--config.persistent_dir={d}"]
                 if a.cache == "none":
                     base.append("--config.compilation_cache_dir=none")
@@ -93,8 +103,6 @@ def main() -> None:
                 else:
                     seconds = run([sys.executable, "-m", "nlproar_jax.sweep", *base, f"--workers={a.workers}",
                                    "--nopin_workers"])
-                if not os.path.isdir(os.path.join(cache, "datasets")):
-                    shutil.copytree(os.path.join(d, "cache", "datasets"), os.path.join(cache, "datasets"))
                 done = len(os.listdir(os.path.join(d, "results")))
                 shutil.rmtree(d, ignore_errors=True)
                 times[way].append(seconds)
