@@ -9,8 +9,8 @@
 #   env          devices and versions                                       -> env.json
 #   throughput   JAX vs PyTorch (cuDNN) + Captum: training and the measures,
 #                batch 32, lengths 50 and 250, interleaved                  -> throughput.jsonl
-#   many_models  vmapped training of 1, 8, 32, 128 models at once (examples/s per model)
-#                                                                           -> many_models.jsonl
+#   many_models  vmapped training of 1, 8, 32, 128 models at once (examples/s per model), batches
+#                gathered on the GPU; and 128 with batches built on the host -> many_models.jsonl
 #   ig_snli      integrated gradients (50 steps) over 570k SNLI-shaped pairs -> ig_snli.jsonl
 #   grid         a short SST ROAR grid through the sweep (base + 3 measures x k 10, 50, 90)
 #                                                                           -> grid/ (results, summary)
@@ -93,6 +93,9 @@ for n in "${MODELS[@]}"; do
   step "many_models_$n" "$([[ $SMOKE == 1 ]] && echo 120 || echo 35)" "$PY" benchmarks/multiseed.py \
     --models "$n" --ways stacked "${MM[@]}" --out "$OUT/many_models_$n.jsonl"
 done
+n=${MODELS[-1]}  # the largest stack again, its batches padded on the host and copied every step
+step "many_models_host_$n" "$([[ $SMOKE == 1 ]] && echo 120 || echo 35)" "$PY" benchmarks/multiseed.py \
+  --models "$n" --ways stacked_host "${MM[@]}" --out "$OUT/many_models_host_$n.jsonl"
 step ig_snli "$([[ $SMOKE == 1 ]] && echo 120 || echo 100)" "$PY" benchmarks/ig_at_scale.py "${IG[@]}" \
   --out "$OUT/ig_snli.jsonl"
 step grid "$([[ $SMOKE == 1 ]] && echo 240 || echo 150)" "$PY" -m nlproar_jax.sweep --config="$GRID_CONFIG" \

@@ -69,6 +69,11 @@ def get_config() -> ml_collections.ConfigDict:
     # parameters: accelerators), "loop" (one after another, sharing start-up, data and
     # compilation: faster on a CPU), "auto" (vmap unless the default backend is the CPU).
     c.seeds_together = "auto"
+    # Where training batches are built: "true" (each split uploaded once, every batch gathered on the
+    # device: per step only the step index crosses; nlproar_jax/data/batching.py), "false" (padded
+    # on the host and copied each step), "auto" (true unless the default backend is the CPU). The same
+    # batches either way: results are bit for bit the same, so it is not part of a run's identity.
+    c.device_data = "auto"
     # More classic-ROAR k values (same measure, strategy and seed) trained together with k, like
     # num_seeds: e.g. --config.k=10 --config.k_together='(20,30)'. Every run writes its own result.
     c.k_together = ()

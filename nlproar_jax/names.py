@@ -264,6 +264,17 @@ EMBEDDING_OOV = ("zero", "normal")
 # The BiLSTM kernel (nlproar_jax.models.bilstm): "scan" (the reference), "chunked" (tuned for
 # XLA:CPU), "auto" (chunked when the default backend is the CPU, else scan; resolved at build time).
 LSTM_IMPLS = ("auto", "scan", "chunked")
+# config.device_data: training batches gathered on the device ("true"), built on the host ("false"), or
+# "auto" (the device unless the default backend is the CPU); nlproar_jax.training.loop.fit's device_data.
+DEVICE_DATA = ("auto", "true", "false")
+
+
+def device_data_setting(config) -> Optional[bool]:
+    """``config.device_data`` (default "auto") checked, as ``fit``'s ``device_data``: None (auto), True or False."""
+    value = config.get("device_data", "auto")
+    if value not in DEVICE_DATA:
+        raise ValueError(f"unknown device_data {value!r}; valid: {list(DEVICE_DATA)}")
+    return None if value == "auto" else value == "true"
 
 
 # -- faithfulness-regularised training -------------------------------------------------------
@@ -421,6 +432,7 @@ class Experiment:
             raise ValueError(f"unknown embedding_oov {config.embedding_oov!r}; valid: {list(EMBEDDING_OOV)}")
         if config.lstm_impl not in LSTM_IMPLS:
             raise ValueError(f"unknown lstm_impl {config.lstm_impl!r}; valid: {list(LSTM_IMPLS)}")
+        device_data_setting(config)
         for field in ("batch_size", "max_epochs", "hidden_size", "embedding_dim", "min_df", "num_seeds"):
             if int(config[field]) < 1:
                 raise ValueError(f"{field} must be >= 1, got {config[field]}")

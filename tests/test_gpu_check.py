@@ -25,7 +25,7 @@ def test_gpu_check_smoke_runs_every_step_on_cpu(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     steps = {row["step"]: row for row in _lines(out / "steps.jsonl")}
     expected = {"env", "throughput_train", "throughput_integrated_gradient", "throughput_occlusion",
-                "many_models_1", "many_models_2", "ig_snli", "grid"}
+                "many_models_1", "many_models_2", "many_models_host_2", "ig_snli", "grid"}
     assert set(steps) == expected
     failed = {name: row["status"] for name, row in steps.items() if row["status"] != "ok"}
     assert not failed, (failed, {name: (out / f"{name}.log").read_text()[-1500:] for name in failed})
@@ -36,8 +36,11 @@ def test_gpu_check_smoke_runs_every_step_on_cpu(tmp_path):
     jax_figures = {row["figure"] for row in throughput if row["framework"] == "jax"}
     assert jax_figures == {"train", "integrated_gradient", "occlusion"}
     assert all(row["examples_per_s"] > 0 for row in throughput if "examples_per_s" in row)
-    models = {row["models"]: row for row in _lines(out / "many_models.jsonl")}
+    rows = _lines(out / "many_models.jsonl")
+    models = {row["models"]: row for row in rows if row["figure"] == "train_stacked"}
     assert set(models) == {1, 2} and all(row["examples_per_s_per_model"] > 0 for row in models.values())
+    (host,) = [row for row in rows if row["figure"] == "train_stacked_host"]
+    assert host["models"] == 2 and host["examples_per_s_per_model"] > 0
     (ig,) = _lines(out / "ig_snli.jsonl")
     assert ig["pairs"] == 200 and ig["finite"] and ig["pairs_per_s"] > 0
     results = os.listdir(out / "grid" / "results")

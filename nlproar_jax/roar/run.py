@@ -30,7 +30,7 @@ import numpy as np
 from nlproar_jax.data.dataset import TaskData
 from nlproar_jax.data.registry import dataset_key, load_task, task_spec
 from nlproar_jax.models import task_tokenizer
-from nlproar_jax.names import SEEDS_TOGETHER, Experiment, Paths, write_json_atomic
+from nlproar_jax.names import SEEDS_TOGETHER, Experiment, Paths, device_data_setting, write_json_atomic
 from nlproar_jax.roar.references import MissingReferenceError, init_model, masked_data
 from nlproar_jax.runtime.runlock import RunBusyError, run_locks
 from nlproar_jax.training import checkpointing
@@ -43,9 +43,11 @@ log = logging.getLogger("nlproar_jax")
 
 # -- one run -------------------------------------------------------------------------------
 # Fields that do not change what one run computes: how and where it runs, and which grid it is part of.
-# (lstm_impl: every BiLSTM kernel computes the same function and gradients, tests/test_models.py.)
+# (lstm_impl: every BiLSTM kernel computes the same function and gradients, tests/test_models.py;
+# device_data: the same batches built on the device or the host, tests/test_device_batches.py.)
 _NOT_IDENTITY = ("persistent_dir", "data_dir", "config_file", "compilation_cache_dir", "seeds_together",
-                 "malloc_hugetlb", "k_together", "grid", "lstm_impl", "evaluation", "reuse_classic_twin")
+                 "malloc_hugetlb", "k_together", "grid", "lstm_impl", "evaluation", "reuse_classic_twin",
+                 "device_data")
 
 
 def _check_config(paths: Paths, exp: Experiment, config) -> None:
@@ -99,7 +101,8 @@ def base_dataset_key(config) -> str:
 def _fit_settings(config, exp: Experiment, model) -> dict:
     """The original's schedule from ``config``: ``fit``'s keyword arguments (``optimizer="adamw"``: section
     9's AdamW with its warm-up and betas; dropout in training as the model asks, ``train_dropout``; the
-    faithfulness losses of ``config.faithfulness_loss`` when it is on)."""
+    faithfulness losses of ``config.faithfulness_loss`` when it is on; training batches gathered on the
+    device or built on the host as ``config.device_data`` says)."""
     optimizer = str(config.get("optimizer", "amsgrad"))
     options = {}
     if optimizer == "adamw":
@@ -109,7 +112,7 @@ def _fit_settings(config, exp: Experiment, model) -> dict:
                     monitor=task_spec(exp.task).monitor, no_decay=tuple(getattr(model, "no_weight_decay", ())),
                     learning_rate=float(config.learning_rate), weight_decay=float(config.weight_decay),
                     pool_batches=int(config.pool_batches), optimizer=optimizer, optimizer_options=options,
-                    dropout=bool(getattr(model, "train_dropout", False)))
+                    dropout=bool(getattr(model, "train_dropout", False)), device_data=device_data_setting(config))
     if exp.faithfulness is not None:  # faithfulness-regularised training (config.faithfulness_loss)
         from nlproar_jax.training.faithfulness_loss import FaithfulnessLoss
 

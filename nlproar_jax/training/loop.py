@@ -17,6 +17,15 @@ only the programs differ: one model runs ``train_step`` itself, several run
 seed and data sees; in a stack its per-step batches are right-padded to the longest
 and stacked, which changes nothing (padding is never processed), so each model's
 results equal its single run's up to float reassociation in the batched matmuls.
+
+Where a step's batch comes from: by default on an accelerator (``fit(device_data=None)``, "auto"),
+each split is uploaded once and every training batch is gathered on the device
+(:class:`~nlproar_jax.data.batching.DeviceEpoch`: per step only the step index crosses from host to device);
+on the CPU, or with ``device_data=False``, the host pads each batch with numpy
+(:func:`~nlproar_jax.data.batching.make_batch`) and the step copies it over. Both give the step the
+same batch (same dtypes, shapes and values), and the gather is a program of its own, so the two paths
+run the same step program on the same inputs: bit for bit the same training. Validation batches are
+always built on the host.
 """
 from __future__ import annotations
 
@@ -34,7 +43,8 @@ import numpy as np
 import optax
 from flax import nnx
 
-from nlproar_jax.data.batching import Batch, eval_batches, length_key, make_batch, train_batch_rows
+from nlproar_jax.data.batching import (Batch, DeviceEpoch, DeviceSplit, eval_batches, length_key, make_batch,
+                                        stack_to_device, to_device, train_batch_rows)
 from nlproar_jax.data.dataset import Split
 from nlproar_jax.models.protocol import forward
 from nlproar_jax.runtime.progress import Progress
@@ -224,15 +234,26 @@ class _Models:
     def init_optimizer(self, tx, params):
         return tx.init(params) if self.single else jax.vmap(tx.init)(params)
 
-    def step(self, graphdef, tx, state: TrainState, batches: Sequence[Batch], parallel: DataParallel,
-             keys: Optional[Sequence] = None, faithfulness: Optional[FaithfulnessLoss] = None):
-        """One step of every model; ``keys``: one dropout key per model, or None (no dropout)."""
+    def host_batch(self, trains: Sequence[Split], step_rows: Sequence[np.ndarray], batch_size: int,
+                   parallel: DataParallel) -> Batch:
+        """The step's batch built on the host (``[B, L]``, or ``[models, B, L]`` stacked), placed by ``parallel``."""
+        batches = [make_batch(t, r, batch_size) for t, r in zip(trains, step_rows)]
+        if self.single:
+            return parallel.put_batch(batches[0])
+        return parallel.put_batch(stack_batches(batches), stacked=True)
+
+    def to_device(self, trains: Sequence[Split]) -> DeviceSplit:
+        """The train splits on the device, once per :func:`fit` (stacked along a model axis for several)."""
+        return to_device(trains[0]) if self.single else stack_to_device(trains)
+
+    def step(self, graphdef, tx, state: TrainState, batch: Batch, keys: Optional[Sequence] = None,
+             faithfulness: Optional[FaithfulnessLoss] = None):
+        """One step of every model on ``batch`` (:meth:`host_batch`'s or a device gather's); ``keys``: one
+        dropout key per model, or None (no dropout)."""
         extra = {} if faithfulness is None else {"faithfulness": faithfulness}  # off: the calls as they were
         if self.single:
-            return train_step(graphdef, tx, state, parallel.put_batch(batches[0]), None if keys is None else keys[0],
-                              **extra)
-        return stacked_train_step(graphdef, tx, state, parallel.put_batch(stack_batches(batches), stacked=True),
-                                  None if keys is None else jnp.stack(keys), **extra)
+            return train_step(graphdef, tx, state, batch, None if keys is None else keys[0], **extra)
+        return stacked_train_step(graphdef, tx, state, batch, None if keys is None else jnp.stack(keys), **extra)
 
     def losses(self, losses: list) -> np.ndarray:
         """``<f32>[steps, models]`` from the steps' losses."""
@@ -265,7 +286,8 @@ def fit(graphdef, params: Sequence, trains: Sequence[Split], vals: Sequence[Spli
         optimizer: str = "amsgrad", optimizer_options: Optional[dict] = None, dropout: Optional[bool] = None,
         checkpoint_dir: Optional[str] = None, metrics_paths: Optional[Sequence[str]] = None,
         names: Optional[Sequence[str]] = None, faithfulness: Optional[FaithfulnessLoss] = None,
-        on_epoch: Optional[Callable[[list[dict]], None]] = None) -> list[FitResult]:
+        on_epoch: Optional[Callable[[list[dict]], None]] = None, device_data: Optional[bool] = None
+        ) -> list[FitResult]:
     """Train ``len(params)`` models of one structure (``graphdef``) for ``epochs`` epochs; model ``m``
     starts from ``params[m]`` and trains on ``trains[m]`` shuffled by ``seeds[m]``. Returns one
     :class:`FitResult` per model: the parameters of its best epoch by ``vals[m][monitor]``.
@@ -284,6 +306,14 @@ def fit(graphdef, params: Sequence, trains: Sequence[Split], vals: Sequence[Spli
     the models in logs and errors. ``on_epoch`` receives each epoch's per-model records. ``faithfulness``:
     add its comprehensiveness and sufficiency losses to every step's loss
     (:mod:`nlproar_jax.training.faithfulness_loss`; ``train_loss`` is then the total).
+
+    ``device_data``: where the training batches are built. True: the train splits are uploaded once
+    and each step's batch is gathered on the device (:class:`~nlproar_jax.data.batching.DeviceEpoch`; per epoch
+    the rows and weights cross once, per step only the step index); False: the host pads each batch
+    with numpy and the step copies it over; None (the default): True unless the default backend is the
+    CPU. Both give the same batches, so the same results bit for bit, resumed runs included. With data
+    parallelism over several devices the batches are always the host's (they are split over the
+    devices as they are placed). Validation batches are always the host's.
 
     Raises ``FloatingPointError`` when a model's train loss is not finite (it diverged: stopped
     before that state is checkpointed), or when its monitored metric was NaN at every epoch (no
@@ -318,6 +348,12 @@ def fit(graphdef, params: Sequence, trains: Sequence[Split], vals: Sequence[Spli
     start = 0
     lengths = [length_key(t) for t in trains]
     parallel = DataParallel(batch_size)
+    if device_data is None:
+        device_data = jax.default_backend() != "cpu"
+    if device_data and parallel.num_devices > 1:  # the host path places each batch split over the devices
+        log.info("device_data: %d devices in data parallel; training batches are built on the host",
+                 parallel.num_devices)
+        device_data = False
     ckpt = EpochCheckpoints(checkpoint_dir) if checkpoint_dir else None
     try:
         if ckpt is not None and (done := ckpt.latest_step()) is not None:
@@ -326,6 +362,7 @@ def fit(graphdef, params: Sequence, trains: Sequence[Split], vals: Sequence[Spli
             histories, start = meta["histories"], done
             log.info("resumed %s after epoch %d of %d from %s", ", ".join(names), done, epochs, checkpoint_dir)
         state, best_params = parallel.put_replicated((state, best_params))
+        on_device = models.to_device(trains) if device_data and start < epochs else None
         for epoch in range(start, epochs):
             t0 = time.perf_counter()
             rows = [train_batch_rows(len(t), key, batch_size, s, epoch, pool_batches)
@@ -335,11 +372,13 @@ def fit(graphdef, params: Sequence, trains: Sequence[Split], vals: Sequence[Spli
                 log.info("compiling the training step (the first batch waits for it; a cached program loads "
                          "in seconds)")
             epoch_keys = [jax.random.fold_in(jax.random.key(s), epoch) for s in seeds] if dropout else None
+            feed = None if on_device is None else DeviceEpoch(on_device, trains, rows, batch_size)
             with Progress(sum(len(r) for model_rows in rows for r in model_rows), f"epoch {epoch + 1}/{epochs}") as bar:
                 for i, step_rows in enumerate(zip(*rows)):
-                    batches = [make_batch(t, r, batch_size) for t, r in zip(trains, step_rows)]
+                    batch = (models.host_batch(trains, step_rows, batch_size, parallel) if feed is None
+                             else feed.batch(i))
                     keys = None if epoch_keys is None else [jax.random.fold_in(k, i) for k in epoch_keys]
-                    state, loss = models.step(graphdef, tx, state, batches, parallel, keys, faithfulness)
+                    state, loss = models.step(graphdef, tx, state, batch, keys, faithfulness)
                     losses.append(loss)
                     bar.update(sum(len(r) for r in step_rows))
             losses = models.losses(losses) if losses else np.full((1, n), np.nan, np.float32)
