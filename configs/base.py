@@ -111,10 +111,13 @@ def get_config() -> ml_collections.ConfigDict:
     c.grid.keep_count_k = ()
     c.grid.classic = True
     c.grid.recursive = True
-    # The sweep trains each seed's classic runs of one measure and strategy together (one
-    # run_together call per group: one vmapped program on accelerators, see seeds_together):
-    # "auto" (on accelerators only) | "true" | "false".
+    # Runs the sweep trains together (one run_together call per group: one vmapped program on
+    # accelerators, see seeds_together): "waves" (every run whose inputs are ready: the seeds' base
+    # models, then all classic runs, then each recursive step; at most models_together per group),
+    # "true" (each seed's classic runs of one measure and strategy), "false" (none), "auto" (waves on
+    # accelerators, none on a CPU). nlproar_jax/sweep.py: together_mode, group_waves.
     c.grid.classic_together = "auto"
+    c.grid.models_together = 32
     # --- faithfulness-regularised training (UNIREX's idea; nlproar_jax/training/faithfulness_loss.py) ---
     # Adds comprehensiveness_weight * comprehensiveness loss + sufficiency_weight * sufficiency loss to the
     # task loss, on each batch's own rationale: the top k% of each row's eligible tokens by `measure`

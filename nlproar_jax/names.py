@@ -257,9 +257,13 @@ STRATEGIES = ("count", "quantile")
 ROAR_MODES = ("remove", "keep")
 DEFAULT_STEP = {"count": 1, "quantile": 10}
 SEEDS_TOGETHER = ("auto", "vmap", "loop")
-# grid.classic_together: "auto" groups on accelerators only (one vmapped program per group pays
-# where one small model leaves the device idle; on a CPU it does not, see the README's Speed).
-CLASSIC_TOGETHER = ("auto", "true", "false")
+# grid.classic_together: which runs the sweep trains together (one run_together call per group: one vmapped
+# program on accelerators). "waves": every run whose inputs are ready (the seeds' base models; then every
+# classic run of every measure and seed; then each recursive step), at most grid.models_together per
+# group; "true": each seed's classic runs of one measure and strategy; "false": none; "auto": waves on
+# accelerators, none on a CPU (one vmapped program pays where one small model leaves the device idle; on a
+# CPU it does not, see the README's Speed).
+CLASSIC_TOGETHER = ("auto", "waves", "true", "false")
 EMBEDDING_OOV = ("zero", "normal")
 # The BiLSTM kernel (nlproar_jax.models.bilstm): "scan" (the reference), "chunked" (tuned for
 # XLA:CPU), "auto" (chunked when the default backend is the CPU, else scan; resolved at build time).

@@ -99,14 +99,19 @@ def select_runs(plan, only: str) -> list:
 def run_plan(config, plan) -> None:
     """Run ``plan`` (a list of :class:`~nlproar_jax.roar.plan.PlannedRun`, in dependency order) in this
     process, loading the task once; finished runs are skipped by :func:`~nlproar_jax.roar.run.run_experiment`.
-    With ``config.grid.classic_together`` (:func:`classic_together`) each seed's classic runs of one
-    measure and strategy train together (:func:`~nlproar_jax.roar.run_together`)."""
+    ``config.grid.classic_together`` (:func:`together_mode`) picks the runs that train together
+    (:func:`~nlproar_jax.roar.run_together`): waves (:func:`group_waves`), each seed's classic runs of one
+    measure and strategy (:func:`group_classic_runs`), or none."""
     from nlproar_jax.roar.run import load_base_data, run_experiment, run_together
 
     log = logging.getLogger("nlproar_jax")
     data = load_base_data(config)
     t0 = time.perf_counter()
-    groups = group_classic_runs(plan) if classic_together(config.grid.classic_together) else [[run] for run in plan]
+    mode = together_mode(config.grid.classic_together)
+    if mode == "waves":
+        groups = group_waves(plan, int(config.grid.get("models_together", 32)))
+    else:
+        groups = group_classic_runs(plan) if mode == "true" else [[run] for run in plan]
     done = 0
     for group in groups:
         done += len(group)
@@ -170,21 +175,47 @@ def work(config, plan) -> None:
     worker_loop(lambda rid: run_experiment(by_id[rid].apply(config), base_data=data))
 
 
-def classic_together(value, backend: str | None = None) -> bool:
-    """``config.grid.classic_together`` (:data:`~nlproar_jax.names.CLASSIC_TOGETHER`, or a bool):
-    ``"auto"`` is True on an accelerator backend and False on the CPU."""
+def together_mode(value, backend: str | None = None) -> str:
+    """``config.grid.classic_together`` (:data:`~nlproar_jax.names.CLASSIC_TOGETHER`, or a bool) resolved
+    to "waves", "true" or "false": ``"auto"`` is "waves" on an accelerator backend and "false" on the CPU.
+
+    Raises:
+      ValueError: an unknown value (names the valid ones)."""
     from nlproar_jax.names import CLASSIC_TOGETHER
 
     if isinstance(value, bool):
-        return value
+        return "true" if value else "false"
     choice = str(value).lower()
     if choice not in CLASSIC_TOGETHER:
         raise ValueError(f"unknown grid.classic_together {value!r}; valid: {list(CLASSIC_TOGETHER)}")
     if choice == "auto":
         import jax
 
-        return (backend or jax.default_backend()) != "cpu"
-    return choice == "true"
+        return "waves" if (backend or jax.default_backend()) != "cpu" else "false"
+    return choice
+
+
+def classic_together(value, backend: str | None = None) -> bool:
+    """Whether ``config.grid.classic_together`` trains any runs together (:func:`together_mode`)."""
+    return together_mode(value, backend) != "false"
+
+
+def group_waves(plan, limit: int = 32) -> list[list]:
+    """``plan`` cut into waves of runs that can train as one program: a run's wave is one more than the
+    latest wave of the runs it waits for that are in ``plan`` (a run waiting for none is in wave 0: the
+    seeds' base models), so no run waits for a run of its own wave or a later one. Each wave keeps plan
+    order and is cut into groups of at most ``limit`` runs; waves run in order. In a ROAR grid: the base
+    models, then every classic run of every measure and seed (and the keep runs), then each recursive
+    step (the first step's runs reuse their classic twins, finished one wave before)."""
+    if limit < 1:
+        raise ValueError(f"grid.models_together must be >= 1, got {limit}")
+    wave: dict[str, int] = {}
+    for run in plan:  # plan order is topological
+        wave[run.id] = 1 + max((wave[a] for a in run.after if a in wave), default=-1)
+    waves: dict[int, list] = {}
+    for run in plan:
+        waves.setdefault(wave[run.id], []).append(run)
+    return [runs[i:i + limit] for _, runs in sorted(waves.items()) for i in range(0, len(runs), limit)]
 
 
 def group_classic_runs(plan) -> list[list]:

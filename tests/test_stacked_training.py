@@ -184,5 +184,62 @@ def test_classic_together_auto_groups_on_accelerators_only():
     assert not classic_together("auto", backend="cpu")
     assert classic_together("auto") == (jax.default_backend() != "cpu")
     assert classic_together("True") and classic_together(True) and not classic_together("false")
-    with pytest.raises(ValueError, match=r"grid.classic_together 'yes'; valid: \['auto', 'true', 'false'\]"):
+    with pytest.raises(ValueError, match=r"grid.classic_together 'yes'; valid: \['auto', 'waves', 'true', 'false'\]"):
         classic_together("yes")
+
+
+def test_together_auto_is_waves_on_accelerators():
+    from nlproar_jax.sweep import together_mode
+
+    assert together_mode("auto", backend="gpu") == "waves" and together_mode("auto", backend="cpu") == "false"
+    assert together_mode("waves") == "waves" and together_mode(True) == "true" and together_mode(False) == "false"
+
+
+def test_waves_group_every_run_whose_inputs_are_ready():
+    from nlproar_jax.roar.plan import plan_grid
+    from nlproar_jax.sweep import group_waves
+
+    c = load_config()
+    c.grid.seeds = (0, 1)
+    plan = plan_grid(c)
+    groups = group_waves(plan, limit=1000)
+    assert sorted(run.id for group in groups for run in group) == sorted(run.id for run in plan)
+    done: set[str] = set()
+    for group in groups:  # every run's inputs come from earlier groups, never its own
+        ids = {run.id for run in group}
+        assert all(a in done for run in group for a in run.after) and not any(a in ids for run in group for a in run.after)
+        done |= ids
+    # wave 0: both seeds' base models; wave 1: every classic run of every measure and seed
+    assert [run.experiment.is_base for run in groups[0]] == [True, True]
+    classic = [run for run in plan if not run.experiment.is_base and not run.experiment.recursive]
+    assert {run.id for run in groups[1]} == {run.id for run in classic}
+    # the cap cuts waves into groups of at most `limit`, keeping the order
+    capped = group_waves(plan, limit=7)
+    assert max(len(g) for g in capped) == 7 and [r for g in capped for r in g] == [r for g in groups for r in g]
+    with pytest.raises(ValueError, match="models_together must be >= 1"):
+        group_waves(plan, limit=0)
+
+
+@pytest.mark.slow
+def test_a_sweep_in_waves_writes_what_the_serial_sweep_writes(tmp_path):
+    """Waves (the accelerator default) on the CPU with vmapped stacks: each run's metrics equal the plain
+    serial sweep's (float reassociation in the stacked matmuls only)."""
+    from nlproar_jax.roar.plan import plan_grid
+    from nlproar_jax.sweep import run_plan
+
+    results = {}
+    for name, mode in (("plain", "false"), ("waves", "waves")):
+        c = tiny_roar_config(tmp_path, name)
+        c.grid.seeds, c.grid.measures, c.grid.quantile_k = (0, 1), ("random", "attention"), (10, 20)
+        c.grid.random_quantile_k, c.grid.count_k = (), ()
+        c.grid.classic_together, c.seeds_together = mode, "vmap"
+        plan = plan_grid(c)
+        run_plan(c, plan)
+        results[name] = {}
+        for run in plan:
+            with open(tmp_path / name / "results" / f"{run.id}.json") as f:
+                results[name][run.id] = json.load(f)
+    assert results["plain"].keys() == results["waves"].keys() and len(results["plain"]) == 14
+    for rid, alone in results["plain"].items():
+        for metric in alone["test"]:
+            assert results["waves"][rid]["test"][metric] == pytest.approx(alone["test"][metric], abs=METRIC_ATOL), rid
