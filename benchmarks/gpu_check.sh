@@ -70,7 +70,9 @@ if [[ $SMOKE == 1 ]]; then
   IG=(--pairs 200 --warmup 200 --batch 16 --smoke)
   GRID_CONFIG=configs/synthetic.py
   GRID=(--config.dataset.train_size=120 --config.dataset.val_size=40 --config.dataset.test_size=40
-        --config.max_epochs=1 --config.embedding_dim=8 --config.hidden_size=8 --config.grid.quantile_k='(50,)')
+        --config.max_epochs=1 --config.embedding_dim=8 --config.hidden_size=8 --config.grid.quantile_k='(50,)'
+        --config.grid.classic_together=waves --config.seeds_together=vmap --config.device_data=true)
+  # (the last line: what "auto" means on the GPU, so the smoke run takes the GPU's code path on the CPU)
 else
   SIZE=(--batch 32 --length 50 250 --repeats 3 --min-time 1)
   FIGURES=(train gradient integrated_gradient occlusion)
