@@ -118,7 +118,9 @@ def run_plan(config, plan) -> None:
         # the grid's ETA from the runs so far (finished runs are skipped in an instant: a resumed sweep's
         # first estimates are optimistic)
         when = eta(done - len(group), len(plan), time.perf_counter() - t0)
-        log.info("[%d/%d] %s%s", done, len(plan), " + ".join(run.id for run in group), f"  ({when})" if when else "")
+        names = (" + ".join(run.id for run in group) if len(group) <= 3
+                 else f"{len(group)} runs together: {group[0].id} ... {group[-1].id}")
+        log.info("[%d/%d] %s%s", done, len(plan), names, f"  ({when})" if when else "")
         if len(group) == 1:
             run_experiment(group[0].apply(config), base_data=data)
         else:
