@@ -109,7 +109,7 @@ def run_plan(config, plan) -> None:
     t0 = time.perf_counter()
     mode = together_mode(config.grid.classic_together)
     if mode == "waves":
-        groups = group_waves(plan, int(config.grid.get("models_together", 32)))
+        groups = group_waves(plan, int(config.grid.models_together))
     else:
         groups = group_classic_runs(plan) if mode == "true" else [[run] for run in plan]
     done = 0

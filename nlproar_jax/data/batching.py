@@ -63,15 +63,21 @@ def bucket_length(n: int) -> int:
     return -(-n // q) * q
 
 
-def make_batch(split: Split, rows: np.ndarray, batch_size: int) -> Batch:
-    """Pad ``rows`` (at most ``batch_size`` of them) into one :class:`Batch`."""
+def fill_rows(rows: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """``rows`` (1..``batch_size`` row ids) filled up to ``batch_size``: ``(<int64>[batch_size] rows, the
+    filler ones copies of the first; <f32>[batch_size] weight, 1 for the given rows, 0 for the filler)``."""
     rows = np.asarray(rows, dtype=np.int64)
     n = len(rows)
     if n == 0 or n > batch_size:
         raise ValueError(f"a batch takes 1..{batch_size} rows, got {n}")
     weight = np.zeros(batch_size, np.float32)
     weight[:n] = 1.0
-    full = np.concatenate([rows, np.full(batch_size - n, rows[0])])
+    return np.concatenate([rows, np.full(batch_size - n, rows[0])]), weight
+
+
+def make_batch(split: Split, rows: np.ndarray, batch_size: int) -> Batch:
+    """Pad ``rows`` (at most ``batch_size`` of them) into one :class:`Batch`."""
+    full, weight = fill_rows(rows, batch_size)
     tokens = split.main.pad(full, bucket_length(int(split.main.lengths[full].max())))
     aux = None
     if split.aux is not None:
@@ -224,10 +230,7 @@ class DeviceEpoch:
         weight = np.zeros((steps, models, batch_size), np.float32)
         for m, model_rows in enumerate(rows):
             for i, r in enumerate(model_rows):
-                if not 0 < len(r) <= batch_size:
-                    raise ValueError(f"a batch takes 1..{batch_size} rows, got {len(r)}")
-                matrix[i, m, : len(r)], matrix[i, m, len(r):] = r, r[0]  # filler rows: copies of the first
-                weight[i, m, : len(r)] = 1.0
+                matrix[i, m], weight[i, m] = fill_rows(r, batch_size)  # make_batch's filler rows and weights
 
         def buckets(lengths_of) -> list[int]:  # each step's longest bucket over the models, as stack_batches
             longest = np.stack([lengths_of(s)[matrix[:, m]].max(axis=1) for m, s in enumerate(splits)], axis=1)
