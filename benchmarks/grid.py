@@ -9,7 +9,14 @@
 3. ``parallel``: ``python -m nlproar_jax.sweep --workers=N`` (N pinned worker processes; N = this
    process's cores unless ``--workers`` says otherwise: the sweep's default);
 4. ``parallel_unpinned`` (not by default): the same with ``--nopin_workers`` (every worker may use every
-   core).
+   core);
+5. ``waves`` (not by default): ``sweep --workers=1 --config.grid.classic_together=waves`` (one process; every
+   run whose inputs are ready trains with the others as one vmapped program, at most
+   ``grid.models_together`` at a time: what ``auto`` picks on an accelerator);
+6. ``serial_before`` (with ``--before-tree DIR``): ``python -m nlproar_jax.sweep`` of another checkout, run
+   in DIR with its own warm dataset cache: the sweep as it was before the grid work, issue 16's "today's
+   serial sweep" (``git worktree add ../nlproar-before 750e240``; the grid's overrides must mean the same
+   there).
 
 Each way starts from an empty persistent directory with a warm dataset cache. ``--cache fresh`` (the
 default) leaves XLA's persistent compilation cache where a user's grid has it, inside that directory:
@@ -44,14 +51,15 @@ def plan_args(config: str, overrides: list[str]) -> list[list[str]]:
     return json.loads(out.stdout)
 
 
-def warm_datasets(config: str, overrides: list[str], directory: str) -> None:
+def warm_datasets(config: str, overrides: list[str], directory: str, tree: str = ROOT) -> None:
     """Build the task's encoded dataset cache under ``directory`` (``cache/datasets``), so no way pays for
     it (each way's directory starts with a copy)."""
     code = ("import sys\nfrom absl import flags\nfrom nlproar_jax.runtime import commandline\n"
             "from nlproar_jax.roar.run import load_base_data\n"
             "flags.FLAGS(sys.argv)\nload_base_data(flags.FLAGS.config)\n")
     subprocess.run([sys.executable, "-c", code, f"--config={config}", *overrides,
-                    f"--config.persistent_dir={directory}"], cwd=ROOT, check=True, capture_output=True)
+                    f"--config.persistent_dir={directory}"], cwd=tree, check=True, capture_output=True,
+                   env={**os.environ, "PYTHONPATH": tree})
 
 
 def cpu_model() -> str:
@@ -62,10 +70,10 @@ def cpu_model() -> str:
         return platform.processor()
 
 
-def run(cmd: list[str]) -> float:
+def run(cmd: list[str], tree: str = ROOT) -> float:
     t0 = time.perf_counter()
-    subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                   env={**os.environ, "NLPROAR_PROGRESS": "off"})
+    subprocess.run(cmd, cwd=tree, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   env={**os.environ, "NLPROAR_PROGRESS": "off", "PYTHONPATH": tree})
     return time.perf_counter() - t0
 
 
@@ -74,23 +82,34 @@ def main() -> None:
     p.add_argument("--config", default="configs/synthetic.py")
     p.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
     p.add_argument("--repeats", type=int, default=1)
-    p.add_argument("--ways", nargs="+", default=["cli", "serial", "parallel"], choices=["cli", "serial", "parallel", "parallel_unpinned"])
+    p.add_argument("--ways", nargs="+", default=["cli", "serial", "parallel"], choices=["cli", "serial", "parallel", "parallel_unpinned", "waves", "serial_before"])
+    p.add_argument("--before-tree", default=None,
+                   help="a checkout of the code before the grid work, for the serial_before way")
     p.add_argument("--cache", default="fresh", choices=["fresh", "none"],
                    help="XLA's compilation cache: fresh (empty, inside each way's directory) or none (off)")
     p.add_argument("--out", default=None)
     a, overrides = p.parse_known_args()
+    if ("serial_before" in a.ways) != (a.before_tree is not None):
+        p.error("--ways serial_before and --before-tree DIR go together")
+    before = os.path.abspath(a.before_tree) if a.before_tree else None
     runs = plan_args(a.config, overrides)
     cache = tempfile.mkdtemp(prefix="nlproar-grid-data-")  # warm dataset cache shared by every way
     warm_datasets(a.config, overrides, cache)
+    if before:  # the other checkout's own dataset cache (its format may differ)
+        os.makedirs(os.path.join(cache, "before"))
+        warm_datasets(a.config, overrides, os.path.join(cache, "before"), before)
     rows, times = [], {w: [] for w in a.ways}
     common = {"config": a.config, "overrides": overrides, "runs": len(runs), "workers": a.workers, "cache": a.cache,
-              "hostname": platform.node(), "cpu": cpu_model(), "date": time.strftime("%Y-%m-%d"), "cpus": len(os.sched_getaffinity(0)), "python": platform.python_version()}
+              "hostname": platform.node(), "cpu": cpu_model(), "date": time.strftime("%Y-%m-%d"), "cpus": len(os.sched_getaffinity(0)), "python": platform.python_version(),
+              **({"before_tree": before, "before_commit": subprocess.run(
+                  ["git", "rev-parse", "HEAD"], cwd=before, capture_output=True, text=True).stdout.strip()} if before else {})}
     try:
         for repeat in range(a.repeats):
             for way in a.ways:
                 d = tempfile.mkdtemp(prefix=f"nlproar-grid-{way}-")
                 os.makedirs(os.path.join(d, "cache"), exist_ok=True)
-                shutil.copytree(os.path.join(cache, "cache", "datasets"), os.path.join(d, "cache", "datasets"))
+                source = os.path.join(cache, "before") if way == "serial_before" else cache
+                shutil.copytree(os.path.join(source, "cache", "datasets"), os.path.join(d, "cache", "datasets"))
                 base = [f"--config={a.config}", *overrides, f"--config.persistent_dir={d}"]
                 if a.cache == "none":
                     base.append("--config.compilation_cache_dir=none")
@@ -100,6 +119,11 @@ def main() -> None:
                     seconds = run([sys.executable, "-m", "nlproar_jax.sweep", *base, "--workers=1"])
                 elif way == "parallel":
                     seconds = run([sys.executable, "-m", "nlproar_jax.sweep", *base, f"--workers={a.workers}"])
+                elif way == "serial_before":
+                    seconds = run([sys.executable, "-m", "nlproar_jax.sweep", *base], tree=before)
+                elif way == "waves":
+                    seconds = run([sys.executable, "-m", "nlproar_jax.sweep", *base, "--workers=1",
+                                   "--config.grid.classic_together=waves"])
                 else:
                     seconds = run([sys.executable, "-m", "nlproar_jax.sweep", *base, f"--workers={a.workers}",
                                    "--nopin_workers"])

@@ -24,11 +24,12 @@ from nlproar_jax.runtime.commandline import config_from_flags, run_command, setu
 from nlproar_jax.runtime.progress import eta
 
 flags.DEFINE_bool("dry_run", False, "Print the plan (one line per run, with what it waits for) and exit.")
-flags.DEFINE_integer("workers", 0, "Run independent runs on this many worker processes, each pinned to its "
-                     "own cores (1 = every run in this process, one after another; 0 = auto: one per local "
-                     "GPU, each seeing only its own, else one per CPU core).")
-flags.DEFINE_bool("pin_workers", True, "Pin each worker of a --workers sweep to its own cores (False: every "
-                  "worker may use every core, and the operating system shares them out).")
+flags.DEFINE_integer("workers", 0, "Run independent runs on this many worker processes (1 = every run in this "
+                     "process, one after another; 0 = auto: one per local GPU, each seeing only its own, else "
+                     "one per CPU core).")
+flags.DEFINE_bool("pin_workers", False, "Pin each worker of a --workers sweep to its own CPU cores (default: every "
+                  "worker may use every core this process may, and the operating system shares them out; "
+                  "measured faster on the CPU, benchmarks/RESULTS.md section G3).")
 flags.DEFINE_bool("worker", False, "Internal: be one worker of a --workers sweep (run ids on stdin).")
 flags.DEFINE_string("only", None, "Run only these runs of the plan (comma-separated experiment ids, as the "
                     "dry run prints them), in plan order; the Slurm launcher's tasks of several runs use this.")

@@ -1,4 +1,5 @@
-"""The parallel local sweep (--workers) runs the plan's runs on pinned worker processes, respects
+"""The parallel local sweep (--workers) runs the plan's runs on worker processes (pinned to their own cores
+with --pin_workers), respects
 dependencies, and writes the same results as the serial sweep; a failing run stops only its dependents."""
 import json
 import os
@@ -48,12 +49,19 @@ def test_two_workers_write_what_the_serial_sweep_writes(serial, tmp_path):
     b = sweep(parallel, "--workers", "2")
     assert b.returncode == 0, b.stderr[-3000:]
     assert results(serial) == results(parallel) and len(results(serial)) == 4
-    assert "on 2 workers (cores" in b.stderr and "[4/4]" in b.stderr
+    assert "on 2 workers (cores not pinned)" in b.stderr and "[4/4]" in b.stderr
     assert sorted(os.listdir(parallel / "logs")) == ["worker-0.log", "worker-1.log"]
     # the table is printed as by the serial sweep; a rerun has nothing to do
     assert a.stdout == b.stdout
     c = sweep(parallel, "--workers=2")
     assert c.returncode == 0 and "runs on" not in c.stderr and c.stdout == a.stdout
+    # pinned workers (each on its own core) write the same numbers
+    pinned = tmp_path / "pinned"
+    d = sweep(pinned, "--workers=2", "--pin_workers")
+    assert d.returncode == 0, d.stderr[-3000:]
+    cores = sorted(os.sched_getaffinity(0))
+    assert f"on 2 workers (cores {','.join(map(str, cores[0::2]))} | " in d.stderr
+    assert results(pinned) == results(serial)
 
 
 def test_a_failed_run_stops_only_its_dependents(tmp_path):

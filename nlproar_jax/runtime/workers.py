@@ -59,7 +59,7 @@ def core_groups(workers: int, cores: Optional[Sequence[int]] = None) -> list[lis
 
 
 def run_parallel(runs: Sequence, worker_argv: list[str], workers: int, log_dir: str,
-                 env: Optional[dict] = None, pin: bool = True) -> list[str]:
+                 env: Optional[dict] = None, pin: bool = False) -> list[str]:
     """Run ``runs`` (:class:`~nlproar_jax.roar.plan.PlannedRun`, plan order; ``after`` naming runs among
     them or already finished) on ``workers`` processes of ``worker_argv``; return the ids that failed or
     could not start because a run they need failed.
