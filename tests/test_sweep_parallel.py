@@ -55,13 +55,6 @@ def test_two_workers_write_what_the_serial_sweep_writes(serial, tmp_path):
     assert a.stdout == b.stdout
     c = sweep(parallel, "--workers=2")
     assert c.returncode == 0 and "runs on" not in c.stderr and c.stdout == a.stdout
-    # pinned workers (each on its own core) write the same numbers
-    pinned = tmp_path / "pinned"
-    d = sweep(pinned, "--workers=2", "--pin_workers")
-    assert d.returncode == 0, d.stderr[-3000:]
-    cores = sorted(os.sched_getaffinity(0))
-    assert f"on 2 workers (cores {','.join(map(str, cores[0::2]))} | " in d.stderr
-    assert results(pinned) == results(serial)
 
 
 def test_a_failed_run_stops_only_its_dependents(tmp_path):
@@ -81,7 +74,7 @@ def test_a_failed_run_stops_only_its_dependents(tmp_path):
 
 def test_a_killed_worker_loses_nothing_when_the_sweep_is_rerun(serial, tmp_path):
     """SIGKILL one worker while it trains: the sweep stops (exit 1, one line naming the worker's log);
-    rerunning completes the grid, every result equal to an uninterrupted serial sweep's."""
+    rerunning (on pinned workers) completes the grid, every result equal to an uninterrupted serial sweep's."""
     import signal
     import time
 
@@ -104,8 +97,10 @@ def test_a_killed_worker_loses_nothing_when_the_sweep_is_rerun(serial, tmp_path)
             proc.kill()
     assert proc.returncode == 1 and "exited" in err and "rerun the same command" in err, err[-2000:]
     assert len(os.listdir(d / "results")) < 4
-    again = sweep(d, "--workers=2")
+    again = sweep(d, "--workers=2", "--pin_workers")  # resumed on pinned workers (each on its own core)
     assert again.returncode == 0, again.stderr[-3000:]
+    # as many pinned workers as runs are left, each given its share of the cores (core_groups)
+    assert "workers (cores " in again.stderr and "not pinned" not in again.stderr
     assert results(d) == results(serial)
 
 
@@ -155,3 +150,13 @@ def test_the_runner_starts_runs_that_share_no_work_with_running_ones_first():
     # nothing else ready: the run that waits for the shared work is handed out all the same
     only = {rid for rid in waiting if todo[rid].shares == todo[first].shares}
     assert next_run(todo, only, ready, busy_shares={todo[first].shares}) in only
+
+
+def test_pinned_workers_get_disjoint_shares_of_the_cores():
+    """``--pin_workers``: each worker's cores (round-robin shares; more workers than cores share them)."""
+    from nlproar_jax.runtime.workers import core_groups
+
+    assert core_groups(2, [0, 1]) == [[0], [1]]
+    assert core_groups(2, [0, 1, 2, 3]) == [[0, 2], [1, 3]]
+    assert core_groups(1, [4, 5, 6]) == [[4, 5, 6]]
+    assert core_groups(3, [0, 1]) == [[0], [1], [0]]
