@@ -40,6 +40,15 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# each way but cli: the arguments it adds to ``python -m nlproar_jax.sweep`` ({workers}: ``--workers``)
+SWEEP_WAYS = {
+    "serial": ["--workers=1"],
+    "parallel": ["--workers={workers}"],
+    "parallel_pinned": ["--workers={workers}", "--pin_workers"],
+    "parallel_unpinned": ["--workers={workers}", "--nopin_workers"],
+    "waves": ["--workers=1", "--config.grid.classic_together=waves"],
+    "serial_before": [],  # run in --before-tree: that checkout's own defaults
+}
 
 
 def plan_args(config: str, overrides: list[str]) -> list[list[str]]:
@@ -83,7 +92,7 @@ def main() -> None:
     p.add_argument("--config", default="configs/synthetic.py")
     p.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
     p.add_argument("--repeats", type=int, default=1)
-    p.add_argument("--ways", nargs="+", default=["cli", "serial", "parallel"], choices=["cli", "serial", "parallel", "parallel_pinned", "parallel_unpinned", "waves", "serial_before"])
+    p.add_argument("--ways", nargs="+", default=["cli", "serial", "parallel"], choices=["cli", *SWEEP_WAYS])
     p.add_argument("--before-tree", default=None,
                    help="a checkout of the code before the grid work, for the serial_before way")
     p.add_argument("--cache", default="fresh", choices=["fresh", "none"],
@@ -118,18 +127,10 @@ def main() -> None:
                     base.append("--config.compilation_cache_dir=none")
                 if way == "cli":
                     seconds = sum(run([sys.executable, "-m", "nlproar_jax.train", *base, *r]) for r in runs)
-                elif way == "serial":
-                    seconds = run([sys.executable, "-m", "nlproar_jax.sweep", *base, "--workers=1"])
-                elif way == "parallel":
-                    seconds = run([sys.executable, "-m", "nlproar_jax.sweep", *base, f"--workers={a.workers}"])
-                elif way == "serial_before":
-                    seconds = run([sys.executable, "-m", "nlproar_jax.sweep", *base], tree=before)
-                elif way == "waves":
-                    seconds = run([sys.executable, "-m", "nlproar_jax.sweep", *base, "--workers=1",
-                                   "--config.grid.classic_together=waves"])
                 else:
-                    seconds = run([sys.executable, "-m", "nlproar_jax.sweep", *base, f"--workers={a.workers}",
-                                   "--pin_workers" if way == "parallel_pinned" else "--nopin_workers"])
+                    extra = [arg.format(workers=a.workers) for arg in SWEEP_WAYS[way]]
+                    seconds = run([sys.executable, "-m", "nlproar_jax.sweep", *base, *extra],
+                                  tree=before if way == "serial_before" else ROOT)
                 done = len(os.listdir(os.path.join(d, "results")))
                 shutil.rmtree(d, ignore_errors=True)
                 times[way].append(seconds)

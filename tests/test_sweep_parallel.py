@@ -1,6 +1,6 @@
 """The parallel local sweep (--workers) runs the plan's runs on worker processes (pinned to their own cores
-with --pin_workers), respects
-dependencies, and writes the same results as the serial sweep; a failing run stops only its dependents."""
+with --pin_workers), respects dependencies, and writes the same results as the serial sweep; a failing run
+stops only its dependents."""
 import json
 import os
 import subprocess
